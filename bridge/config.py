@@ -1,0 +1,156 @@
+"""The bridge's configuration: environment (``BRIDGE_`` prefix, ``__`` for nesting) over an optional YAML file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, PositiveInt, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from bridge.scoring.settings import ModelSettings
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the field and the value."""
+
+
+class UpstreamSettings(BaseModel):
+    """The engine the bridge stands in front of."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: HttpUrl = HttpUrl("http://127.0.0.1:9200")
+    ca_bundle: Path | None = Field(None, description="PEM file of CAs that sign the engine's certificate")
+    verify_tls: bool = True
+    client_cert: Path | None = Field(None, description="PEM client certificate for mutual TLS")
+    client_key: Path | None = None
+    username: str | None = Field(None, description="used only when the client sends no credentials")
+    password: SecretStr | None = None
+    api_key: SecretStr | None = Field(None, description="sent as 'Authorization: ApiKey …' when the client sends none")
+    connect_timeout_s: float = Field(10.0, gt=0)
+    timeout_s: float = Field(120.0, gt=0, description="whole upstream exchange; beyond it the client gets 504")
+    max_connections: PositiveInt = 256
+
+
+class ServerSettings(BaseModel):
+    """Where the bridge listens."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(9400, ge=0, le=65535)
+    drain_timeout_s: float = Field(30.0, ge=0, description="on SIGTERM, how long in-flight requests may finish")
+
+
+class RuleSettings(BaseModel):
+    """Which searches are reranked, and how: matched in order against the request's index expression."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    indices: list[str] = Field(..., min_length=1, description="index names or patterns (wildcards allowed)")
+    fields: list[str] = Field(..., min_length=1, description="passage fields: dotted paths in _source or fields")
+    separator: str = Field("\n", description="joins several fields and multi-valued fields")
+    window: PositiveInt = Field(100, description="hits fetched and reranked")
+    max_window: PositiveInt = Field(1000, description="cap on window, also for ext.rerank.window")
+    model: str | None = Field(None, description="model name; default: the only or first configured model")
+    query_text: str = Field(
+        "auto", description="auto (from the query DSL), '$.json.path' into the request, or 'param:NAME' of a template"
+    )
+    keep_previous_score: bool = False
+    previous_score_field: str = Field("_engine_score", description="hit.fields key holding the engine's score")
+    timeout_ms: PositiveInt = Field(2000, description="rerank budget; beyond it the engine's order is answered")
+    enabled: bool = Field(True, description="false: matching searches rerank only when ext.rerank asks")
+
+
+class LimitsSettings(BaseModel):
+    """What the bridge refuses or cuts short, so one client cannot exhaust it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_search_body_bytes: PositiveInt = Field(10 * 1024 * 1024, description="searches larger than this: 413")
+    max_window: PositiveInt = Field(1000, description="hard cap for any rule or request window")
+    over_limit: Literal["reject", "fail_open"] = Field(
+        "fail_open", description="queue full / deadline: answer the engine's order (fail_open) or 429/504 (reject)"
+    )
+
+
+class Settings(BaseSettings):
+    """Everything the bridge reads at start."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BRIDGE_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    upstream: UpstreamSettings = UpstreamSettings()
+    server: ServerSettings = ServerSettings()
+    models: dict[str, ModelSettings] = Field(default_factory=dict)
+    rules: list[RuleSettings] = Field(default_factory=list)
+    limits: LimitsSettings = LimitsSettings()
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "json"
+    upstream_url: HttpUrl | None = Field(None, exclude=True, description="shorthand for upstream.url")
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Settings:
+        if self.upstream_url is not None:
+            self.upstream.url = self.upstream_url
+            self.upstream_url = None
+        for number, rule in enumerate(self.rules):
+            if rule.model is not None and rule.model not in self.models:
+                known = ", ".join(sorted(self.models)) or "none configured"
+                raise ValueError(f"rules.{number}.model: unknown model '{rule.model}' (models: {known})")
+            if not self.models:
+                raise ValueError(f"rules.{number}: a rule needs a model, but no models are configured")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the YAML file, which arrives as init arguments.
+        return env_settings, init_settings, file_secret_settings
+
+    def default_model(self) -> str | None:
+        return next(iter(self.models), None)
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Read the YAML file (if any) under the environment; raise ConfigError naming each bad field and value."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as error:
+            raise ConfigError(f"cannot read config file {path}: {error.strerror}") from error
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top, not {type(loaded).__name__}")
+        data = loaded or {}
+    try:
+        return Settings(**data)
+    except ValidationError as error:
+        raise ConfigError(describe_validation_error(error)) from error
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    lines = ["invalid configuration:"]
+    for problem in error.errors():
+        where = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        value = problem.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {json.dumps(value, default=str)})"
+        lines.append(f"  {where}: {problem['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def masked(settings: Settings) -> dict[str, Any]:
+    """The effective configuration as plain data, secrets shown as '**********'."""
+    return json.loads(settings.model_dump_json(exclude={"upstream_url"}))

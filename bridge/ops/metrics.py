@@ -1,0 +1,90 @@
+"""Prometheus metrics, in a registry of the bridge's own (no process-global state, so tests can run many apps)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    """Every series the bridge exports; also the scoring engine's ``ScoringObserver``."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "rerank_bridge_requests_total",
+            "Requests handled, by route and outcome (passthrough, reranked, skipped) and skip reason.",
+            ["route", "outcome", "reason"],
+            registry=r,
+        )
+        self.upstream_latency = Histogram(
+            "rerank_bridge_upstream_request_duration_seconds",
+            "Time the engine took for searches the bridge intercepted.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.rerank_latency = Histogram(
+            "rerank_bridge_rerank_duration_seconds",
+            "Time spent scoring one search's window, queueing included.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model_latency = Histogram(
+            "rerank_bridge_model_batch_duration_seconds",
+            "Time of one model call (one batch).",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_pairs = Histogram(
+            "rerank_bridge_batch_pairs",
+            "Pairs per model call.",
+            ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=r,
+        )
+        self.batch_tokens = Histogram(
+            "rerank_bridge_batch_padded_tokens",
+            "Padded tokens per model call.",
+            ["model"],
+            buckets=(256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536),
+            registry=r,
+        )
+        self.queue_pairs = Gauge(
+            "rerank_bridge_queue_pairs", "Pairs waiting for the model.", ["model"], registry=r
+        )
+        self.cache_hits = Counter(
+            "rerank_bridge_score_cache_hits_total", "Pairs answered from the score cache.", ["model"], registry=r
+        )
+        self.cache_misses = Counter(
+            "rerank_bridge_score_cache_misses_total", "Pairs the cache did not hold.", ["model"], registry=r
+        )
+        self.fail_open = Counter(
+            "rerank_bridge_fail_open_total",
+            "Searches answered in the engine's order because reranking failed.",
+            ["reason"],
+            registry=r,
+        )
+        self.in_flight = Gauge("rerank_bridge_requests_in_flight", "Requests being handled.", registry=r)
+
+    # ScoringObserver
+    def batch_done(self, model: str, pairs: int, padded_tokens: int, seconds: float) -> None:
+        self.model_latency.labels(model).observe(seconds)
+        self.batch_pairs.labels(model).observe(pairs)
+        self.batch_tokens.labels(model).observe(padded_tokens)
+
+    def queue_depth(self, model: str, pairs: int) -> None:
+        self.queue_pairs.labels(model).set(pairs)
+
+    def cache_lookup(self, model: str, hits: int, misses: int) -> None:
+        if hits:
+            self.cache_hits.labels(model).inc(hits)
+        if misses:
+            self.cache_misses.labels(model).inc(misses)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

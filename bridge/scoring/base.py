@@ -1,0 +1,56 @@
+"""The contract between search interception and the scoring engine."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+
+class ScoringError(Exception):
+    """The model could not score; interception fails open on it."""
+
+    reason = "model_error"
+
+
+class QueueFullError(ScoringError):
+    """Backpressure: too many pairs are waiting already."""
+
+    reason = "queue_full"
+
+
+class Scorer(Protocol):
+    """Scores (query, passage) pairs; one per configured model name."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Load weights and warm up, so the first request pays nothing extra."""
+
+    async def score(self, query: str, passages: Sequence[str]) -> list[float]:
+        """One score per passage, in the passages' order. Cancelling drops the pairs not yet scored."""
+
+    async def close(self) -> None:
+        """Stop workers and free the model."""
+
+
+class ScoringObserver(Protocol):
+    """Where the engine reports what operators watch (Prometheus in production, nothing in tests)."""
+
+    def batch_done(self, model: str, pairs: int, padded_tokens: int, seconds: float) -> None: ...
+
+    def queue_depth(self, model: str, pairs: int) -> None: ...
+
+    def cache_lookup(self, model: str, hits: int, misses: int) -> None: ...
+
+
+class NullObserver:
+    """Used when nobody watches."""
+
+    def batch_done(self, model: str, pairs: int, padded_tokens: int, seconds: float) -> None:
+        pass
+
+    def queue_depth(self, model: str, pairs: int) -> None:
+        pass
+
+    def cache_lookup(self, model: str, hits: int, misses: int) -> None:
+        pass

@@ -1,0 +1,43 @@
+"""How one named model is loaded and run; part of the bridge's config (``models.<name>``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, PositiveInt
+
+
+class RemoteSettings(BaseModel):
+    """A text-embeddings-inference compatible ``POST /rerank`` server that scores for us."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: HttpUrl
+    timeout_s: float = Field(10.0, gt=0, description="per HTTP call")
+    retries: int = Field(2, ge=0, description="extra tries on connection errors and 5xx, within the deadline")
+    max_client_batch_size: PositiveInt = Field(32, description="texts per call; larger requests are split")
+    api_key: str | None = Field(None, description="sent as a Bearer token")
+
+
+class ModelSettings(BaseModel):
+    """One cross-encoder, local (transformers) or remote (TEI ``/rerank``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(..., description="Hugging Face Hub id or local directory")
+    revision: str | None = None
+    trust_remote_code: bool = False
+    device: str = Field("auto", description="auto (cuda, mps, cpu), or a torch device such as cuda:1")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    quantize: Literal["none", "int8"] = Field("none", description="int8 dynamic quantisation, CPU only")
+    activation: Literal["auto", "identity", "sigmoid", "softmax"] = "auto"
+    label: str | None = Field(None, description="for multi-label models: which label's probability scores")
+    max_length: PositiveInt | None = Field(None, description="default: the model's own limit")
+    long_documents: Literal["truncate", "chunk"] = "truncate"
+    chunk_stride: int = Field(64, ge=0, description="tokens shared by neighbouring windows when chunking")
+    max_batch_tokens: PositiveInt = Field(16384, description="padded tokens per model call")
+    max_wait_ms: float = Field(2.0, ge=0, description="how long a batch waits to fill up")
+    max_queue_pairs: PositiveInt = Field(20000, description="pairs waiting; beyond it callers get QueueFullError")
+    cache_size: int = Field(20000, ge=0, description="LRU score cache entries; 0 turns the cache off")
+    threads: PositiveInt | None = Field(None, description="torch intra-op threads on CPU")
+    remote: RemoteSettings | None = Field(None, description="score on a TEI server instead of in-process")

@@ -1,0 +1,55 @@
+"""Which engine APIs are searches the bridge may rerank, recognised from method and raw path."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+
+class SearchAPI(enum.Enum):
+    SEARCH = "_search"
+    MSEARCH = "_msearch"
+    SEARCH_TEMPLATE = "_search/template"
+    MSEARCH_TEMPLATE = "_msearch/template"
+
+
+@dataclass(frozen=True)
+class SearchEndpoint:
+    api: SearchAPI
+    index: str | None
+    """The decoded index expression from the path (``a,b``, ``logs-*``), None for cluster-wide."""
+
+    @property
+    def route(self) -> str:
+        return self.api.value
+
+
+_SUFFIXES = {
+    ("_search",): SearchAPI.SEARCH,
+    ("_msearch",): SearchAPI.MSEARCH,
+    ("_search", "template"): SearchAPI.SEARCH_TEMPLATE,
+    ("_msearch", "template"): SearchAPI.MSEARCH_TEMPLATE,
+}
+
+
+def classify(method: str, raw_path: str) -> SearchEndpoint | None:
+    """The search API a request targets, or None for everything the bridge only relays."""
+    if method not in ("GET", "POST"):
+        return None
+    path = raw_path.split("?", 1)[0]
+    parts = [part for part in path.split("/") if part]
+    for length in (2, 1):
+        if len(parts) < length:
+            continue
+        api = _SUFFIXES.get(tuple(parts[-length:]))
+        if api is None:
+            continue
+        prefix = parts[:-length]
+        if len(prefix) > 1:
+            # e.g. /index/_doc/_search is not a search endpoint; the engine answers it.
+            return None
+        if prefix and prefix[0].startswith("_"):
+            return None
+        return SearchEndpoint(api, unquote(prefix[0]) if prefix else None)
+    return None

@@ -1,0 +1,50 @@
+"""NDJSON of ``_msearch`` and ``_msearch/template``: header and body lines in pairs, kept as bytes when untouched."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class MultiItem:
+    header_line: bytes
+    body_line: bytes
+    header: dict[str, Any]
+    body: dict[str, Any]
+
+    def index(self, path_index: str | None) -> str | None:
+        """The item's own index expression, else the one in the path."""
+        value = self.header.get("index", path_index)
+        if isinstance(value, list):
+            return ",".join(str(v) for v in value)
+        return None if value is None else str(value)
+
+
+def parse_multi(raw: bytes) -> list[MultiItem] | None:
+    """The items, or None when the bridge cannot read them (the engine then answers its own error)."""
+    lines = raw.split(b"\n")
+    if lines and lines[-1].strip() == b"":
+        lines.pop()
+    if len(lines) % 2:
+        return None
+    items = []
+    for head, body in zip(lines[0::2], lines[1::2], strict=True):
+        try:
+            header = json.loads(head) if head.strip() else {}
+            parsed = json.loads(body)
+        except ValueError:
+            return None
+        if not isinstance(header, dict) or not isinstance(parsed, dict):
+            return None
+        items.append(MultiItem(head, body, header, parsed))
+    return items
+
+
+def encode_line(document: Any) -> bytes:
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def join_lines(pairs: list[tuple[bytes, bytes]]) -> bytes:
+    return b"".join(head + b"\n" + body + b"\n" for head, body in pairs)

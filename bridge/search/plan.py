@@ -1,0 +1,222 @@
+"""Deciding whether one search is reranked, and how: the window to fetch and the request the engine gets."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.config import RuleSettings, Settings
+from bridge.errors import bad_request
+from bridge.search.query_text import extract_query_text, query_text_from_uri
+from bridge.search.request import QueryString, RerankOptions, take_rerank_options
+from bridge.search.rules import match_rule, touches_system
+from bridge.search.source_filter import SourceSpec, parse_source_spec, widen
+
+# Query-string parameters the bridge re-applies itself on a reranked search.
+_PAGING_PARAMS = ("from", "size")
+_SOURCE_PARAMS = ("_source", "_source_includes", "_source_excludes", "_source_include", "_source_exclude")
+# Body features whose order the client defines itself; reranking them would break their contract.
+_OWN_ORDERING = ("search_after", "pit", "collapse", "rescore")
+
+
+@dataclass(frozen=True)
+class Skip:
+    """Not reranked: the (cleaned) request goes to the engine as it is."""
+
+    reason: str
+    body: dict[str, Any] | None
+    """The body without ``ext.rerank``; None when there was none."""
+    body_changed: bool
+    query: QueryString
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A search to rerank: what to ask the engine, and how to cut the answer back to the client's page."""
+
+    model: str
+    fields: tuple[str, ...]
+    separator: str
+    query_text: str
+    window: int
+    offset: int
+    size: int
+    timeout_s: float
+    keep_previous_score: bool
+    previous_score_field: str
+    source: SourceSpec
+    filter_path: str | None
+    sorted_by_score: bool
+    upstream_body: dict[str, Any]
+    upstream_query: QueryString
+
+
+def _int_param(name: str, value: Any, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        raise bad_request(f"[{name}] must be a number, got [{value}]")
+    try:
+        number = int(value)
+    except (TypeError, ValueError) as error:
+        raise bad_request(f"Failed to parse int parameter [{name}] with value [{value}]") from error
+    return number
+
+
+def _score_sort_only(sort: Any) -> bool | None:
+    """True when sort is by _score descending only, None when absent, False otherwise."""
+    if sort is None:
+        return None
+    entries = sort if isinstance(sort, list) else [sort]
+    if not entries:
+        return None
+    for entry in entries:
+        if entry == "_score":
+            continue
+        if isinstance(entry, Mapping) and list(entry) == ["_score"]:
+            order = entry["_score"]
+            if isinstance(order, Mapping):
+                order = order.get("order", "desc")
+            if str(order).lower() == "desc":
+                continue
+        return False
+    return True
+
+
+def _lookup_json_path(document: Any, path: str) -> Any:
+    """``$.a.b[0].c`` into a request body: the simple JSONPath subset a config can name."""
+    current = document
+    for raw in path.lstrip("$").strip(".").replace("]", "").split("."):
+        for part in raw.split("["):
+            if part == "":
+                continue
+            if isinstance(current, list) and part.isdigit() and int(part) < len(current):
+                current = current[int(part)]
+            elif isinstance(current, Mapping) and part in current:
+                current = current[part]
+            else:
+                return None
+    return current
+
+
+def _query_text(
+    options: RerankOptions,
+    rule: RuleSettings | None,
+    body: Mapping[str, Any] | None,
+    query: QueryString,
+    template_params: Mapping[str, Any] | None,
+) -> str | None:
+    if options.query_text is not None:
+        return options.query_text.strip() or None
+    source = rule.query_text if rule is not None else "auto"
+    if source.startswith("$"):
+        found = _lookup_json_path(body or {}, source)
+        return str(found).strip() or None if isinstance(found, str | int | float) else None
+    if source.startswith("param:"):
+        found = (template_params or {}).get(source.removeprefix("param:"))
+        return str(found).strip() or None if isinstance(found, str | int | float) else None
+    if template_params is not None and isinstance(template_params.get("query_text"), str):
+        return template_params["query_text"].strip() or None
+    text = extract_query_text(body.get("query") if body else None)
+    if text is None and query.get("q") is not None:
+        text = query_text_from_uri(query.get("q") or "")
+    return text
+
+
+def plan_search(
+    settings: Settings,
+    index: str | None,
+    query: QueryString,
+    body: dict[str, Any] | None,
+    template_params: Mapping[str, Any] | None = None,
+) -> Plan | Skip:
+    """Decide for one search; raises engine-shaped 400s only for the bridge's own parameters."""
+    options, body = take_rerank_options(body, query)
+    changed = options != RerankOptions() and body is not None
+    clean_query = query.without({"rerank"})
+
+    def skip(reason: str) -> Skip:
+        return Skip(reason, body, changed, clean_query)
+
+    if options.enabled is False:
+        return skip("disabled_by_request")
+    if touches_system(index):
+        return skip("system_index")
+    rule = match_rule(index, settings.rules)
+    if rule is None and options.enabled is not True:
+        return skip("no_rule")
+    if rule is not None and not rule.enabled and options.enabled is not True:
+        return skip("rule_disabled")
+    fields = options.fields or (tuple(rule.fields) if rule else None)
+    if not fields:
+        raise bad_request("[ext.rerank.fields] is required: no rerank rule matches this index")
+    model = options.model or (rule.model if rule else None) or settings.default_model()
+    if model is None:
+        raise bad_request("no rerank model is configured")
+    if model not in settings.models:
+        raise bad_request(f"[ext.rerank.model] unknown model [{model}]; known: {sorted(settings.models)}")
+
+    body_size = body.get("size") if body else None
+    body_from = body.get("from") if body else None
+    size = _int_param("size", query.get("size") if query.has("size") else body_size, 10)
+    offset = _int_param("from", query.get("from") if query.has("from") else body_from, 0)
+    if size <= 0:
+        return skip("size_zero")
+    if query.has("scroll"):
+        return skip("scroll")
+    if query.has("sort"):
+        return skip("sort")
+    sorted_by_score = _score_sort_only(body.get("sort") if body else None)
+    if sorted_by_score is False:
+        return skip("sort")
+    for feature in _OWN_ORDERING:
+        if body and body.get(feature) is not None:
+            return skip(feature)
+    text = _query_text(options, rule, body, query, template_params)
+    if text is None:
+        return skip("no_query_text")
+
+    cap = min(rule.max_window if rule else settings.limits.max_window, settings.limits.max_window)
+    window = min(options.window or (rule.window if rule else 100), cap)
+    if offset >= window:
+        # The page lies wholly past the reranked window, where the engine's order stands anyway.
+        return skip("beyond_window")
+
+    source = parse_source_spec(body.get("_source") if body else None, query.params())
+    upstream_body = dict(body or {})
+    upstream_body["from"] = 0
+    upstream_body["size"] = max(window, offset + size)
+    wide = widen(source, fields)
+    upstream_query = clean_query.without(_PAGING_PARAMS)
+    if wide != source:
+        upstream_query = upstream_query.without(_SOURCE_PARAMS)
+        upstream_body["_source"] = _source_body(wide)
+    filter_path = query.get("filter_path")
+    upstream_query = upstream_query.without({"filter_path"})
+    timeout_ms = rule.timeout_ms if rule else 2000
+    return Plan(
+        model=model,
+        fields=tuple(fields),
+        separator=rule.separator if rule else "\n",
+        query_text=text,
+        window=window,
+        offset=offset,
+        size=size,
+        timeout_s=timeout_ms / 1000,
+        keep_previous_score=rule.keep_previous_score if rule else False,
+        previous_score_field=rule.previous_score_field if rule else "_engine_score",
+        source=source,
+        filter_path=filter_path,
+        sorted_by_score=bool(sorted_by_score),
+        upstream_body=upstream_body,
+        upstream_query=upstream_query,
+    )
+
+
+def _source_body(spec: SourceSpec) -> Any:
+    if not spec.fetch:
+        return False
+    if not spec.includes and not spec.excludes:
+        return True
+    return {"includes": list(spec.includes), "excludes": list(spec.excludes)}

@@ -1,0 +1,1 @@
+"""The HTTP surface: the aiohttp application, the upstream session and the passthrough relay."""

@@ -1,0 +1,61 @@
+"""The aiohttp application: bridge endpoints under ``/_bridge/``, searches intercepted, everything else relayed."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+
+from aiohttp import web
+
+from bridge.config import Settings
+from bridge.errors import BridgeHTTPError, error_response
+from bridge.scoring.base import Scorer
+from bridge.server.relay import relay
+from bridge.server.state import BridgeState, state_key
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    """Every engine path: a search the interceptor takes, or a plain relay."""
+    state = request.app[state_key]
+    answer = await state.interceptor.handle(request)
+    if answer is not None:
+        return answer
+    return await relay(request, state.upstream)
+
+
+@web.middleware
+async def engine_shaped_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """No stack trace ever reaches a client: every failure leaves in the engine's error shape."""
+    try:
+        return await handler(request)
+    except BridgeHTTPError as error:
+        return error.to_response()
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("unexpected failure", extra={"path": request.path, "method": request.method})
+        return error_response(502, "bridge_exception", "the bridge failed to handle this request; see its log")
+
+
+def create_app(settings: Settings, scorers: Mapping[str, Scorer] | None = None) -> web.Application:
+    """Build the application. ``scorers`` replaces the configured models (tests inject their own)."""
+    app = web.Application(middlewares=[engine_shaped_errors], client_max_size=settings.limits.max_search_body_bytes)
+    state = BridgeState.build(settings, scorers)
+    app[state_key] = state
+    state.add_bridge_routes(app)
+    app.router.add_route("*", "/{tail:.*}", dispatch)
+    app.on_startup.append(_start)
+    app.on_cleanup.append(_close)
+    return app
+
+
+async def _start(app: web.Application) -> None:
+    await app[state_key].start()
+
+
+async def _close(app: web.Application) -> None:
+    await app[state_key].close()

@@ -1,0 +1,56 @@
+"""Run the bridge until SIGTERM/SIGINT, then drain in-flight requests before exiting."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from aiohttp import web
+
+from bridge.config import Settings
+from bridge.ops.logs import configure_logging
+from bridge.server.app import create_app
+
+log = logging.getLogger(__name__)
+
+
+def make_runner(app: web.Application, settings: Settings) -> web.AppRunner:
+    """The runner every entry point uses: request bodies stay as the client encoded them (gzip passes through)."""
+    return web.AppRunner(
+        app,
+        auto_decompress=False,
+        handle_signals=False,
+        shutdown_timeout=settings.server.drain_timeout_s,
+        access_log=None,
+    )
+
+
+async def run_until_stopped(settings: Settings) -> None:
+    app = create_app(settings)
+    runner = make_runner(app, settings)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.server.host, settings.server.port, backlog=1024)
+    await site.start()
+    log.info(
+        "listening",
+        extra={"address": f"http://{settings.server.host}:{settings.server.port}", "upstream": str(settings.upstream.url)},
+    )
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopped.set)
+    await stopped.wait()
+    log.info("draining", extra={"drain_timeout_s": settings.server.drain_timeout_s})
+    await runner.cleanup()
+    log.info("stopped")
+
+
+def serve(settings: Settings) -> None:
+    configure_logging(settings.log_level, settings.log_format)
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    asyncio.run(run_until_stopped(settings))

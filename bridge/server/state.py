@@ -1,0 +1,60 @@
+"""What one running bridge holds: settings, the upstream pool, the scorers, metrics. Built per app, never global."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from bridge.config import Settings
+from bridge.ops.metrics import Metrics
+from bridge.scoring.base import Scorer
+from bridge.search.interceptor import SearchInterceptor
+from bridge.server.upstream import Upstream
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BridgeState:
+    settings: Settings
+    upstream: Upstream
+    scorers: dict[str, Scorer]
+    metrics: Metrics
+    interceptor: SearchInterceptor
+    models_ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @classmethod
+    def build(cls, settings: Settings, scorers: Mapping[str, Scorer] | None = None) -> BridgeState:
+        metrics = Metrics()
+        if scorers is None and settings.models:
+            from bridge.scoring.registry import build_scorers
+
+            scorers = build_scorers(settings.models, metrics)
+        upstream = Upstream(settings.upstream)
+        owned = dict(scorers or {})
+        interceptor = SearchInterceptor(settings, upstream, owned, metrics)
+        return cls(settings, upstream, owned, metrics, interceptor)
+
+    async def start(self) -> None:
+        await self.upstream.start()
+        for name, scorer in self.scorers.items():
+            log.info("loading model", extra={"model": name})
+            await scorer.start()
+        self.models_ready.set()
+
+    async def close(self) -> None:
+        for scorer in self.scorers.values():
+            await scorer.close()
+        await self.upstream.close()
+
+    def add_bridge_routes(self, app: web.Application) -> None:
+        from bridge.server.admin import add_admin_routes
+
+        add_admin_routes(app)
+
+
+state_key = web.AppKey("bridge_state", BridgeState)
