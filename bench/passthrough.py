@@ -32,15 +32,20 @@ def engine_url(given: str | None) -> str:
     try:
         urllib.request.urlopen(url, timeout=2).read()
     except OSError:
-        out = subprocess.run([str(REPO / "scripts" / "opensearch.sh"), "start"], check=True, capture_output=True,
-                             text=True)
+        out = subprocess.run(
+            [str(REPO / "scripts" / "opensearch.sh"), "start"], check=True, capture_output=True, text=True
+        )
         url = out.stdout.strip().splitlines()[-1]
     return url
 
 
 def start_bridge(upstream: str, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "BRIDGE_UPSTREAM__URL": upstream, "BRIDGE_SERVER__PORT": str(port),
-           "BRIDGE_LOG_LEVEL": "warning"}
+    env = {
+        **os.environ,
+        "BRIDGE_UPSTREAM__URL": upstream,
+        "BRIDGE_SERVER__PORT": str(port),
+        "BRIDGE_LOG_LEVEL": "warning",
+    }
     process = subprocess.Popen([sys.executable, "-m", "bridge", "serve"], env=env)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -61,8 +66,11 @@ async def prepare(url: str) -> None:
         for i in range(200):
             lines.append(json.dumps({"index": {"_index": INDEX, "_id": str(i)}}))
             lines.append(json.dumps({"title": f"wind tunnel flow {i}", "text": "boundary layer " * (i % 7)}))
-        await session.post(f"{url}/_bulk?refresh=true", data="\n".join(lines) + "\n",
-                           headers={"Content-Type": "application/x-ndjson"})
+        await session.post(
+            f"{url}/_bulk?refresh=true",
+            data="\n".join(lines) + "\n",
+            headers={"Content-Type": "application/x-ndjson"},
+        )
 
 
 async def load(url: str, total: int, concurrency: int) -> tuple[float, list[float]]:
@@ -77,8 +85,9 @@ async def load(url: str, total: int, concurrency: int) -> tuple[float, list[floa
             for i in counter:
                 start = time.perf_counter()
                 if i % 2:
-                    request = session.post(f"{url}/{INDEX}/_search", data=search,
-                                           headers={"Content-Type": "application/json"})
+                    request = session.post(
+                        f"{url}/{INDEX}/_search", data=search, headers={"Content-Type": "application/json"}
+                    )
                 else:
                     request = session.get(f"{url}/_cluster/health")
                 async with request as response:
@@ -114,19 +123,30 @@ async def main() -> None:
             for name, url in (("direct", upstream), ("bridge", bridged_url)):
                 await load(url, min(total, 200), concurrency)  # warm connections and JIT
                 seconds, latencies = await load(url, total, concurrency)
-                rows.append({"path": name, "concurrency": concurrency, "requests": total,
-                             "rps": total / seconds, "p50_ms": percentile(latencies, 50),
-                             "p99_ms": percentile(latencies, 99)})
+                rows.append(
+                    {
+                        "path": name,
+                        "concurrency": concurrency,
+                        "requests": total,
+                        "rps": total / seconds,
+                        "p50_ms": percentile(latencies, 50),
+                        "p99_ms": percentile(latencies, 99),
+                    }
+                )
     finally:
         bridge.terminate()
         bridge.wait(timeout=30)
 
-    print(f"machine: {platform.machine()} {os.cpu_count()} cores, python {platform.python_version()}; "
-          "engine, bridge and load generator share the cores")
+    print(
+        f"machine: {platform.machine()} {os.cpu_count()} cores, python {platform.python_version()}; "
+        "engine, bridge and load generator share the cores"
+    )
     print(f"{'path':<8}{'conc':>6}{'requests':>10}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}")
     for row in rows:
-        print(f"{row['path']:<8}{row['concurrency']:>6}{row['requests']:>10}{row['rps']:>10.0f}"
-              f"{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}")
+        print(
+            f"{row['path']:<8}{row['concurrency']:>6}{row['requests']:>10}{row['rps']:>10.0f}"
+            f"{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}"
+        )
     by = {(r["path"], r["concurrency"]): r for r in rows}
     c = args.concurrency
     summary = {

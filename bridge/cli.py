@@ -28,12 +28,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = commands.add_parser("config", help="configuration tools")
     config_commands = config.add_subparsers(dest="config_command", required=True)
-    check = config_commands.add_parser("check", help="validate and print the effective config, secrets masked")
+    check = config_commands.add_parser(
+        "check", help="validate and print the effective config, secrets masked"
+    )
     _config_argument(check)
 
     templates = commands.add_parser("templates", help="stored search templates for reranked search")
     template_commands = templates.add_subparsers(dest="templates_command", required=True)
-    install = template_commands.add_parser("install", help="put search_templates/ into a cluster (idempotent)")
+    install = template_commands.add_parser(
+        "install", help="put search_templates/ into a cluster (idempotent)"
+    )
     _config_argument(install)
     install.add_argument("--upstream", default=None, help="engine URL; default: upstream.url of the config")
     install.add_argument("--directory", type=Path, default=None, help="default: the packaged templates")

@@ -7,7 +7,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, PositiveInt, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    PositiveInt,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bridge.scoring.settings import ModelSettings
@@ -29,9 +38,13 @@ class UpstreamSettings(BaseModel):
     client_key: Path | None = None
     username: str | None = Field(None, description="used only when the client sends no credentials")
     password: SecretStr | None = None
-    api_key: SecretStr | None = Field(None, description="sent as 'Authorization: ApiKey …' when the client sends none")
+    api_key: SecretStr | None = Field(
+        None, description="sent as 'Authorization: ApiKey …' when the client sends none"
+    )
     connect_timeout_s: float = Field(10.0, gt=0)
-    timeout_s: float = Field(120.0, gt=0, description="whole upstream exchange; beyond it the client gets 504")
+    timeout_s: float = Field(
+        120.0, gt=0, description="whole upstream exchange; beyond it the client gets 504"
+    )
     max_connections: PositiveInt = 256
 
 
@@ -42,7 +55,9 @@ class ServerSettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(9400, ge=0, le=65535)
-    drain_timeout_s: float = Field(30.0, ge=0, description="on SIGTERM, how long in-flight requests may finish")
+    drain_timeout_s: float = Field(
+        30.0, ge=0, description="on SIGTERM, how long in-flight requests may finish"
+    )
 
 
 class RuleSettings(BaseModel):
@@ -51,17 +66,24 @@ class RuleSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     indices: list[str] = Field(..., min_length=1, description="index names or patterns (wildcards allowed)")
-    fields: list[str] = Field(..., min_length=1, description="passage fields: dotted paths in _source or fields")
+    fields: list[str] = Field(
+        ..., min_length=1, description="passage fields: dotted paths in _source or fields"
+    )
     separator: str = Field("\n", description="joins several fields and multi-valued fields")
     window: PositiveInt = Field(100, description="hits fetched and reranked")
     max_window: PositiveInt = Field(1000, description="cap on window, also for ext.rerank.window")
     model: str | None = Field(None, description="model name; default: the only or first configured model")
     query_text: str = Field(
-        "auto", description="auto (from the query DSL), '$.json.path' into the request, or 'param:NAME' of a template"
+        "auto",
+        description="auto (from the query DSL), '$.json.path' into the request, or 'param:NAME' of a template",
     )
     keep_previous_score: bool = False
-    previous_score_field: str = Field("_engine_score", description="hit.fields key holding the engine's score")
-    timeout_ms: PositiveInt = Field(2000, description="rerank budget; beyond it the engine's order is answered")
+    previous_score_field: str = Field(
+        "_engine_score", description="hit.fields key holding the engine's score"
+    )
+    timeout_ms: PositiveInt = Field(
+        2000, description="rerank budget; beyond it the engine's order is answered"
+    )
     enabled: bool = Field(True, description="false: matching searches rerank only when ext.rerank asks")
 
 
@@ -72,8 +94,12 @@ class LimitsSettings(BaseModel):
 
     max_search_body_bytes: PositiveInt = Field(10 * 1024 * 1024, description="searches larger than this: 413")
     max_window: PositiveInt = Field(1000, description="hard cap for any rule or request window")
+    search_deadline_s: float | None = Field(
+        None, gt=0, description="whole budget of an intercepted search (engine + rerank); beyond it: 504"
+    )
     over_limit: Literal["reject", "fail_open"] = Field(
-        "fail_open", description="queue full / deadline: answer the engine's order (fail_open) or 429/504 (reject)"
+        "fail_open",
+        description="queue full / deadline: answer the engine's order (fail_open) or 429/504 (reject)",
     )
 
 
@@ -133,7 +159,9 @@ def load_settings(path: Path | None = None) -> Settings:
         except yaml.YAMLError as error:
             raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
         if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at the top, not {type(loaded).__name__}")
+            raise ConfigError(
+                f"config file {path} must hold a mapping at the top, not {type(loaded).__name__}"
+            )
         data = loaded or {}
     try:
         return Settings(**data)

@@ -28,7 +28,7 @@ EOF
 }
 
 pip_install() {
-  "$PYTHON" -m pip install --quiet --disable-pip-version-check --no-input "$@"
+  "$PYTHON" -m pip install --quiet --disable-pip-version-check --no-input --root-user-action=ignore "$@"
 }
 
 # --- Kubernetes schemas (required)

@@ -68,6 +68,11 @@ healthy() {
     curl -fsS -m 5 "$URL/_cluster/health?wait_for_status=yellow&timeout=1s" >/dev/null 2>&1
 }
 
+port_in_use() {
+    # bash's /dev/tcp: no extra tool needed to see whether anything listens.
+    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null
+}
+
 running_pid() {
     # Prints the pid from the pidfile when that process is alive.
     local pid
@@ -327,6 +332,9 @@ cmd_start() {
         return 0
     fi
     if ! pid="$(running_pid)"; then
+        if port_in_use; then
+            die "port $PORT is taken by something that is not a healthy OpenSearch; set OPENSEARCH_PORT"
+        fi
         ensure_distribution
         java_home="$(pick_java_home)"
         if is_root; then ensure_user; fi
@@ -350,15 +358,21 @@ cmd_start() {
         log "process $pid is running; waiting for it to become healthy"
     fi
 
+    # The node writes its pidfile early and deletes it when it exits, so
+    # remember the pid once seen to notice a node that died while starting.
+    local seen_pid="${pid:-}"
     deadline=$(($(date +%s) + START_TIMEOUT))
     until healthy; do
         if [ "$(date +%s)" -ge "$deadline" ]; then
             print_log_tail
             die "not healthy after ${START_TIMEOUT}s (logs in $RUN_DIR/logs)"
         fi
-        if [ -f "$PID_FILE" ] && ! running_pid >/dev/null; then
+        if [ -z "$seen_pid" ] && [ -s "$PID_FILE" ]; then
+            seen_pid="$(cat "$PID_FILE" 2>/dev/null || true)"
+        fi
+        if [ -n "$seen_pid" ] && ! kill -0 "$seen_pid" 2>/dev/null; then
             print_log_tail
-            die "OpenSearch exited during startup"
+            die "OpenSearch exited during startup (logs in $RUN_DIR/logs)"
         fi
         sleep 0.5
     done

@@ -14,7 +14,9 @@ from bridge.server.run import make_runner
 
 
 @asynccontextmanager
-async def running_bridge(settings: Settings, scorers: Mapping[str, Scorer] | None = None) -> AsyncIterator[str]:
+async def running_bridge(
+    settings: Settings, scorers: Mapping[str, Scorer] | None = None
+) -> AsyncIterator[str]:
     """Start the bridge as ``rerank-bridge serve`` would, yield its base URL, then shut it down."""
     app = create_app(settings, scorers)
     runner = make_runner(app, settings)

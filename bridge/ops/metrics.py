@@ -58,7 +58,10 @@ class Metrics:
             "rerank_bridge_queue_pairs", "Pairs waiting for the model.", ["model"], registry=r
         )
         self.cache_hits = Counter(
-            "rerank_bridge_score_cache_hits_total", "Pairs answered from the score cache.", ["model"], registry=r
+            "rerank_bridge_score_cache_hits_total",
+            "Pairs answered from the score cache.",
+            ["model"],
+            registry=r,
         )
         self.cache_misses = Counter(
             "rerank_bridge_score_cache_misses_total", "Pairs the cache did not hold.", ["model"], registry=r

@@ -16,14 +16,15 @@ from multidict import CIMultiDict
 
 from bridge.config import Settings
 from bridge.errors import BridgeHTTPError
+from bridge.ops.access_log import decision_key
 from bridge.ops.metrics import Metrics
 from bridge.scoring.base import Scorer
 from bridge.search.endpoints import SearchAPI, SearchEndpoint, classify
 from bridge.search.multi import MultiItem, encode_line, join_lines, parse_multi
 from bridge.search.plan import Plan, Skip, plan_search
 from bridge.search.request import QueryString
-from bridge.search.rules import match_rule, touches_system
 from bridge.search.rerank import Outcome, Reranker
+from bridge.search.rules import match_rule, touches_system
 from bridge.search.templates import render_template
 from bridge.server.relay import relay
 from bridge.server.upstream import Upstream, end_to_end
@@ -34,11 +35,12 @@ log = logging.getLogger(__name__)
 _BODY_HEADERS = ("Content-Length", "Content-Encoding", "Accept-Encoding")
 _RESPONSE_DROP = frozenset({"content-length", "content-encoding"})
 
-decision_key = "rerank_decision"
 
 
 class SearchInterceptor:
-    def __init__(self, settings: Settings, upstream: Upstream, scorers: Mapping[str, Scorer], metrics: Metrics) -> None:
+    def __init__(
+        self, settings: Settings, upstream: Upstream, scorers: Mapping[str, Scorer], metrics: Metrics
+    ) -> None:
         self.settings = settings
         self.upstream = upstream
         self.metrics = metrics
@@ -123,11 +125,15 @@ class SearchInterceptor:
         items = parse_multi(_decoded(request, raw))
         if items is None:
             return await self._untouched(request, endpoint, raw, "unreadable_body")
-        decisions = [plan_search(self.settings, item.index(endpoint.index), _item_query(query, item), item.body)
-                     for item in items]
+        decisions = [
+            plan_search(self.settings, item.index(endpoint.index), _item_query(query, item), item.body)
+            for item in items
+        ]
         if all(isinstance(d, Skip) and not d.body_changed for d in decisions) and not query.has("rerank"):
             return await self._untouched(request, endpoint, raw, "no_rule")
-        lines = [(item.header_line, _upstream_line(item, d)) for item, d in zip(items, decisions, strict=True)]
+        lines = [
+            (item.header_line, _upstream_line(item, d)) for item, d in zip(items, decisions, strict=True)
+        ]
         return await self._run_multi(request, endpoint, query, "_msearch", lines, decisions)
 
     async def _msearch_template(
@@ -137,7 +143,9 @@ class SearchInterceptor:
         if items is None:
             return await self._untouched(request, endpoint, raw, "unreadable_body")
         headers = self._json_headers(request)
-        rendered = await asyncio.gather(*(render_template(self.upstream, headers, item.body) for item in items))
+        rendered = await asyncio.gather(
+            *(render_template(self.upstream, headers, item.body) for item in items)
+        )
         decisions: list[Plan | Skip] = []
         for item, body in zip(items, rendered, strict=True):
             if body is None:
@@ -152,7 +160,9 @@ class SearchInterceptor:
         # Reranked items run as plain searches of their rendered body; the rest stay templates, untouched.
         planned = [i for i, d in enumerate(decisions) if isinstance(d, Plan)]
         others = [i for i, d in enumerate(decisions) if not isinstance(d, Plan)]
-        search_lines = [(items[i].header_line, encode_line(_plan(decisions[i]).upstream_body)) for i in planned]
+        search_lines = [
+            (items[i].header_line, encode_line(_plan(decisions[i]).upstream_body)) for i in planned
+        ]
         template_lines = [(items[i].header_line, items[i].body_line) for i in others]
         started = time.perf_counter()
         searched, templated = await asyncio.gather(
@@ -205,7 +215,9 @@ class SearchInterceptor:
         path = _path(endpoint, api) + query.without({"rerank", "filter_path"}).render()
         headers = self._json_headers(request)
         headers["Content-Type"] = request.headers.get("Content-Type", "application/x-ndjson")
-        status, response_headers, payload = await self.upstream.fetch_json("POST", path, headers, join_lines(lines))
+        status, response_headers, payload = await self.upstream.fetch_json(
+            "POST", path, headers, join_lines(lines)
+        )
         result = _json_object(payload) if status == 200 else None
         if result is None or not isinstance(result.get("responses"), list):
             return _raw_response(status, response_headers, payload)
@@ -226,7 +238,11 @@ class SearchInterceptor:
 
         async def one(position: int, decision: Plan | Skip) -> Outcome | None:
             item = responses[position] if position < len(responses) else None
-            if not isinstance(decision, Plan) or not isinstance(item, dict) or not isinstance(item.get("hits"), dict):
+            if (
+                not isinstance(decision, Plan)
+                or not isinstance(item, dict)
+                or not isinstance(item.get("hits"), dict)
+            ):
                 return None
             status = item.get("status")
             answer, outcome = await self.reranker.apply(decision, item)
@@ -244,7 +260,11 @@ class SearchInterceptor:
             self._record(request, endpoint, outcome, upstream_ms)
         for decision in decisions:
             if isinstance(decision, Skip):
-                self._count("skipped" if decision.reason != "no_rule" else "passthrough", endpoint.route, decision.reason)
+                self._count(
+                    "skipped" if decision.reason != "no_rule" else "passthrough",
+                    endpoint.route,
+                    decision.reason,
+                )
         answer: Any = result
         filter_path = query.get("filter_path")
         if filter_path:
@@ -306,8 +326,12 @@ class SearchInterceptor:
         upstream_ms: float,
     ) -> web.Response:
         pretty = request.query.get("pretty") not in (None, "false")
-        text = json.dumps(answer, ensure_ascii=False, indent=2 if pretty else None,
-                          separators=None if pretty else (",", ":"))
+        text = json.dumps(
+            answer,
+            ensure_ascii=False,
+            indent=2 if pretty else None,
+            separators=None if pretty else (",", ":"),
+        )
         response = web.Response(status=status, body=(text + ("\n" if pretty else "")).encode())
         response.headers.extend(end_to_end(upstream_headers, drop=_RESPONSE_DROP))
         response.headers["Content-Type"] = "application/json; charset=UTF-8"
@@ -321,7 +345,9 @@ class SearchInterceptor:
             response.enable_compression()
         return response
 
-    def _record(self, request: web.Request, endpoint: SearchEndpoint, outcome: Outcome, upstream_ms: float) -> None:
+    def _record(
+        self, request: web.Request, endpoint: SearchEndpoint, outcome: Outcome, upstream_ms: float
+    ) -> None:
         self._count("reranked" if outcome.applied else "skipped", endpoint.route, outcome.reason or "")
         request[decision_key] = {
             "outcome": "reranked" if outcome.applied else "skipped",
@@ -336,7 +362,9 @@ class SearchInterceptor:
         self.metrics.requests.labels(route, outcome, reason).inc()
 
 
-def _plainly_passthrough(settings: Settings, endpoint: SearchEndpoint, query: QueryString, raw: bytes) -> bool:
+def _plainly_passthrough(
+    settings: Settings, endpoint: SearchEndpoint, query: QueryString, raw: bytes
+) -> bool:
     """No rule can apply and the request does not opt in: relay without parsing (the common, cheap case)."""
     if query.has("rerank") or b"rerank" in raw:
         return False
@@ -398,7 +426,9 @@ def _multi_outcome(outcomes: list[Outcome]) -> Outcome | None:
     applied = [o for o in outcomes if o.applied]
     if applied:
         models = ",".join(sorted({o.model for o in applied}))
-        return Outcome(True, models, sum(o.window for o in applied), model_ms=max(o.model_ms for o in outcomes))
+        return Outcome(
+            True, models, sum(o.window for o in applied), model_ms=max(o.model_ms for o in outcomes)
+        )
     return Outcome(False, outcomes[0].model, 0, outcomes[0].reason, max(o.model_ms for o in outcomes))
 
 
@@ -410,5 +440,7 @@ def _raw_response(status: int, headers: CIMultiDict[str], payload: bytes) -> web
 
 def _too_large(size: int, limit: int) -> BridgeHTTPError:
     return BridgeHTTPError(
-        413, "content_too_long_exception", f"search body of {size} bytes exceeds the bridge's limit of {limit} bytes"
+        413,
+        "content_too_long_exception",
+        f"search body of {size} bytes exceeds the bridge's limit of {limit} bytes",
     )

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from bridge.search.filter_path import apply_filter_path
-from bridge.search.plan import Plan
 from bridge.search.passages import passage_text
+from bridge.search.plan import Plan
 from bridge.search.source_filter import filter_source
 
 
@@ -19,7 +19,9 @@ def passages(response: dict[str, Any], plan: Plan) -> list[str]:
     return [passage_text(hit, plan.fields, plan.separator) for hit in window_hits(response, plan)]
 
 
-def reranked(response: dict[str, Any], plan: Plan, scores: Sequence[float], rerank_ms: float) -> dict[str, Any]:
+def reranked(
+    response: dict[str, Any], plan: Plan, scores: Sequence[float], rerank_ms: float
+) -> dict[str, Any]:
     """The engine's answer with the window ordered by ``scores`` (ties keep the engine's order)."""
     hits = list(response["hits"]["hits"])
     window, rest = hits[: plan.window], hits[plan.window :]
@@ -48,7 +50,9 @@ def engine_order(response: dict[str, Any], plan: Plan, rerank_ms: float) -> dict
     return _paged(response, plan, list(response["hits"]["hits"]), rerank_ms)
 
 
-def _paged(response: dict[str, Any], plan: Plan, hits: list[dict[str, Any]], rerank_ms: float) -> dict[str, Any]:
+def _paged(
+    response: dict[str, Any], plan: Plan, hits: list[dict[str, Any]], rerank_ms: float
+) -> dict[str, Any]:
     page = hits[plan.offset : plan.offset + plan.size]
     if not plan.source.is_default:
         page = [_restore_source(hit, plan) for hit in page]

@@ -219,4 +219,10 @@ def _source_body(spec: SourceSpec) -> Any:
         return False
     if not spec.includes and not spec.excludes:
         return True
-    return {"includes": list(spec.includes), "excludes": list(spec.excludes)}
+    # Empty lists are left out: newer engines reject them.
+    source: dict[str, list[str]] = {}
+    if spec.includes:
+        source["includes"] = list(spec.includes)
+    if spec.excludes:
+        source["excludes"] = list(spec.excludes)
+    return source

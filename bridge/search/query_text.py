@@ -172,8 +172,8 @@ def _read_quoted(text: str, i: int) -> tuple[str, int]:
     i += 1
     while i < len(text):
         char = text[i]
-        if char == "\\" and i + 1 < len(text):
-            out.append(text[i + 1])
+        if char == "\\":
+            out.append(text[i + 1 : i + 2])
             i += 2
             continue
         if char == '"':
@@ -252,8 +252,8 @@ def _lucene_tokens(text: str) -> Iterator[_Token]:
         else:
             word: list[str] = []
             while i < n and text[i] not in _WORD_END:
-                if text[i] == "\\" and i + 1 < n:
-                    word.append(text[i + 1])
+                if text[i] == "\\":  # escaped: taken literally; a lone trailing one is dropped
+                    word.append(text[i + 1 : i + 2])
                     i += 2
                 else:
                     word.append(text[i])
@@ -295,8 +295,8 @@ def _simple_tokens(text: str) -> Iterator[_Token]:
         else:
             word: list[str] = []
             while i < n and text[i] not in _SIMPLE_WORD_END:
-                if text[i] == "\\" and i + 1 < n:
-                    word.append(text[i + 1])
+                if text[i] == "\\":  # escaped: taken literally; a lone trailing one is dropped
+                    word.append(text[i + 1 : i + 2])
                     i += 2
                 else:
                     word.append(text[i])
@@ -358,4 +358,3 @@ def clean_lucene_query(text: str, *, simple: bool = False) -> str | None:
         return None
     tokens = list(_simple_tokens(text) if simple else _lucene_tokens(text))
     return " ".join(_kept_words(tokens)) or None
-

@@ -70,7 +70,9 @@ def _flag(value: str) -> bool:
     raise bad_request(f"Failed to parse value [{value}] as only [true] or [false] are allowed.")
 
 
-def take_rerank_options(body: dict[str, Any] | None, query: QueryString) -> tuple[RerankOptions, dict[str, Any] | None]:
+def take_rerank_options(
+    body: dict[str, Any] | None, query: QueryString
+) -> tuple[RerankOptions, dict[str, Any] | None]:
     """Read and remove ``ext.rerank`` (the engine would reject an unknown ext section) and ``?rerank``."""
     enabled_param = query.get("rerank")
     enabled = _flag(enabled_param) if enabled_param is not None else None

@@ -49,14 +49,18 @@ class Reranker:
         scores: list[float] = []
         try:
             if texts:
-                scores = await asyncio.wait_for(self.scorers[plan.model].score(plan.query_text, texts), plan.timeout_s)
+                scores = await asyncio.wait_for(
+                    self.scorers[plan.model].score(plan.query_text, texts), plan.timeout_s
+                )
         except TimeoutError:
             reason = "timeout"
         except QueueFullError:
             reason = "queue_full"
         except ScoringError as error:
             reason = "model_error"
-            log.warning("model failed; answering the engine's order", extra={"model": plan.model, "error": str(error)})
+            log.warning(
+                "model failed; answering the engine's order", extra={"model": plan.model, "error": str(error)}
+            )
         except Exception as error:  # a scorer bug must not fail the search either
             reason = "model_error"
             log.exception("scorer raised unexpectedly", extra={"model": plan.model, "error": repr(error)})
@@ -69,6 +73,8 @@ class Reranker:
         if self.limits.over_limit == "reject" and reason == "queue_full":
             raise BridgeHTTPError(429, "rejected_execution_exception", "rerank queue is full; retry later")
         if self.limits.over_limit == "reject" and reason == "timeout":
-            raise BridgeHTTPError(504, "rerank_timeout_exception", f"reranking took longer than {plan.timeout_s}s")
+            raise BridgeHTTPError(
+                504, "rerank_timeout_exception", f"reranking took longer than {plan.timeout_s}s"
+            )
         answer = merge.engine_order(response, plan, elapsed_ms)
         return merge.finish(answer, plan), Outcome(False, plan.model, len(texts), reason, elapsed_ms)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -9,6 +10,7 @@ from aiohttp import web
 
 from bridge.config import Settings
 from bridge.errors import BridgeHTTPError, error_response
+from bridge.ops.access_log import access_log
 from bridge.scoring.base import Scorer
 from bridge.server.relay import relay
 from bridge.server.state import BridgeState, state_key
@@ -21,7 +23,14 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def dispatch(request: web.Request) -> web.StreamResponse:
     """Every engine path: a search the interceptor takes, or a plain relay."""
     state = request.app[state_key]
-    answer = await state.interceptor.handle(request)
+    deadline = state.settings.limits.search_deadline_s
+    try:
+        async with asyncio.timeout(deadline):
+            answer = await state.interceptor.handle(request)
+    except TimeoutError as error:
+        raise BridgeHTTPError(
+            504, "search_deadline_exceeded_exception", f"the search took longer than the bridge's {deadline}s deadline"
+        ) from error
     if answer is not None:
         return answer
     return await relay(request, state.upstream)
@@ -38,13 +47,18 @@ async def engine_shaped_errors(request: web.Request, handler: Handler) -> web.St
         raise
     except Exception:
         log.exception("unexpected failure", extra={"path": request.path, "method": request.method})
-        return error_response(502, "bridge_exception", "the bridge failed to handle this request; see its log")
+        return error_response(
+            502, "bridge_exception", "the bridge failed to handle this request; see its log"
+        )
 
 
 def create_app(settings: Settings, scorers: Mapping[str, Scorer] | None = None) -> web.Application:
     """Build the application. ``scorers`` replaces the configured models (tests inject their own)."""
-    app = web.Application(middlewares=[engine_shaped_errors], client_max_size=settings.limits.max_search_body_bytes)
     state = BridgeState.build(settings, scorers)
+    app = web.Application(
+        middlewares=[access_log(state.metrics), engine_shaped_errors],
+        client_max_size=settings.limits.max_search_body_bytes,
+    )
     app[state_key] = state
     state.add_bridge_routes(app)
     app.router.add_route("*", "/{tail:.*}", dispatch)

@@ -24,6 +24,8 @@ def make_runner(app: web.Application, settings: Settings) -> web.AppRunner:
         handle_signals=False,
         shutdown_timeout=settings.server.drain_timeout_s,
         access_log=None,
+        # A client that goes away cancels its handler, so its pairs leave the model queue unscored.
+        handler_cancellation=True,
     )
 
 
@@ -35,7 +37,10 @@ async def run_until_stopped(settings: Settings) -> None:
     await site.start()
     log.info(
         "listening",
-        extra={"address": f"http://{settings.server.host}:{settings.server.port}", "upstream": str(settings.upstream.url)},
+        extra={
+            "address": f"http://{settings.server.host}:{settings.server.port}",
+            "upstream": str(settings.upstream.url),
+        },
     )
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()

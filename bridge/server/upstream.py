@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import ssl
 from collections.abc import AsyncIterator, Mapping
@@ -100,7 +99,9 @@ class Upstream:
     def url(self, raw_path_and_query: str) -> URL:
         """The engine URL for a client's raw path and query string, byte for byte (no re-encoding)."""
         base_path = self.base.raw_path.rstrip("/")
-        return URL(str(self.base.with_path("").with_query(None)) + base_path + raw_path_and_query, encoded=True)
+        return URL(
+            str(self.base.with_path("").with_query(None)) + base_path + raw_path_and_query, encoded=True
+        )
 
     def credentials(self) -> str | None:
         """The bridge's own Authorization value, used only when the client sends none."""
@@ -138,17 +139,21 @@ class Upstream:
                 compress=None,
             ) as response:
                 yield response
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as error:
+        except (TimeoutError, aiohttp.ServerTimeoutError) as error:
             raise BridgeHTTPError(
                 504, "upstream_timeout_exception", f"the search engine at {self.base} did not answer in time"
             ) from error
         except aiohttp.ClientConnectorError as error:
             raise BridgeHTTPError(
-                502, "upstream_unavailable_exception", f"cannot reach the search engine at {self.base}: {error.os_error}"
+                502,
+                "upstream_unavailable_exception",
+                f"cannot reach the search engine at {self.base}: {error.os_error}",
             ) from error
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
             raise BridgeHTTPError(
-                502, "upstream_unavailable_exception", f"the search engine at {self.base} closed the connection"
+                502,
+                "upstream_unavailable_exception",
+                f"the search engine at {self.base} closed the connection",
             ) from error
 
     async def fetch_json(

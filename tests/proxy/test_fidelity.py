@@ -22,7 +22,9 @@ from tests.bridge_server import running_bridge
 pytestmark = pytest.mark.engine
 
 # Answers carry timings, node-level counters or generated ids that differ between any two calls.
-VOLATILE = re.compile(rb'"(took|_id|uuid|creation_date|scroll_id|_scroll_id|time_in_queue_millis)"\s*:\s*("[^"]*"|\d+)')
+VOLATILE = re.compile(
+    rb'"(took|_id|uuid|creation_date|scroll_id|_scroll_id|time_in_queue_millis)"\s*:\s*("[^"]*"|\d+)'
+)
 INDEX_UUID = re.compile(rb"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{22}(?![A-Za-z0-9_-])")
 COMPARED_HEADERS = ("content-type", "content-encoding", "warning", "x-elastic-product", "x-opaque-id")
 
@@ -49,52 +51,137 @@ JSON = {"Content-Type": "application/json"}
 NDJSON = {"Content-Type": "application/x-ndjson"}
 
 CASES: list[Case] = [
-    Case("create index", "PUT", "/{p}-books", j({"settings": {"number_of_shards": 1, "number_of_replicas": 0},
-         "mappings": {"properties": {"title": {"type": "text", "analyzer": "english"}, "year": {"type": "integer"},
-                                     "tag": {"type": "keyword"}}}}), JSON),
+    Case(
+        "create index",
+        "PUT",
+        "/{p}-books",
+        j(
+            {
+                "settings": {"number_of_shards": 1, "number_of_replicas": 0},
+                "mappings": {
+                    "properties": {
+                        "title": {"type": "text", "analyzer": "english"},
+                        "year": {"type": "integer"},
+                        "tag": {"type": "keyword"},
+                    }
+                },
+            }
+        ),
+        JSON,
+    ),
     Case("create existing index (400)", "PUT", "/{p}-books", j({}), JSON),
-    Case("bulk ndjson", "POST", "/_bulk?refresh=true", nd(
-        {"index": {"_index": "{p}-books", "_id": "1"}}, {"title": "The Wind in the Willows", "year": 1908, "tag": "a"},
-        {"index": {"_index": "{p}-books", "_id": "2"}}, {"title": "Winds of physics and flow", "year": 1950, "tag": "b"},
-        {"create": {"_index": "{p}-books", "_id": "3"}}, {"title": "Boundary layers in wind", "year": 1960, "tag": "a"},
-        {"index": {"_index": "{p}-books", "_id": "4"}}, {"title": "Über Strömungen — unicode", "year": 2001, "tag": "c"},
-    ), NDJSON),
-    Case("bulk with an error item", "POST", "/_bulk?refresh=true", nd(
-        {"create": {"_index": "{p}-books", "_id": "1"}}, {"title": "duplicate"},
-    ), NDJSON),
+    Case(
+        "bulk ndjson",
+        "POST",
+        "/_bulk?refresh=true",
+        nd(
+            {"index": {"_index": "{p}-books", "_id": "1"}},
+            {"title": "The Wind in the Willows", "year": 1908, "tag": "a"},
+            {"index": {"_index": "{p}-books", "_id": "2"}},
+            {"title": "Winds of physics and flow", "year": 1950, "tag": "b"},
+            {"create": {"_index": "{p}-books", "_id": "3"}},
+            {"title": "Boundary layers in wind", "year": 1960, "tag": "a"},
+            {"index": {"_index": "{p}-books", "_id": "4"}},
+            {"title": "Über Strömungen — unicode", "year": 2001, "tag": "c"},
+        ),
+        NDJSON,
+    ),
+    Case(
+        "bulk with an error item",
+        "POST",
+        "/_bulk?refresh=true",
+        nd(
+            {"create": {"_index": "{p}-books", "_id": "1"}},
+            {"title": "duplicate"},
+        ),
+        NDJSON,
+    ),
     Case("doc get", "GET", "/{p}-books/_doc/1"),
     Case("doc get missing (404)", "GET", "/{p}-books/_doc/404"),
-    Case("doc put", "PUT", "/{p}-books/_doc/5?refresh=true", j({"title": "Gusts", "year": 1999, "tag": "b"}), JSON),
+    Case(
+        "doc put",
+        "PUT",
+        "/{p}-books/_doc/5?refresh=true",
+        j({"title": "Gusts", "year": 1999, "tag": "b"}),
+        JSON,
+    ),
     Case("doc update", "POST", "/{p}-books/_update/5?refresh=true", j({"doc": {"year": 2000}}), JSON),
     Case("doc get source only", "GET", "/{p}-books/_source/5"),
     Case("doc head exists", "HEAD", "/{p}-books/_doc/5"),
     Case("doc delete", "DELETE", "/{p}-books/_doc/5?refresh=true"),
     Case("mget", "POST", "/{p}-books/_mget", j({"ids": ["1", "2", "404"]}), JSON),
     Case("count", "GET", "/{p}-books/_count"),
-    Case("count with query body", "POST", "/{p}-books/_count", j({"query": {"match": {"title": "wind"}}}), JSON),
+    Case(
+        "count with query body", "POST", "/{p}-books/_count", j({"query": {"match": {"title": "wind"}}}), JSON
+    ),
     Case("search match", "POST", "/{p}-books/_search", j({"query": {"match": {"title": "wind"}}}), JSON),
-    Case("search GET with body", "GET", "/{p}-books/_search", j({"query": {"match": {"title": "flow"}}, "size": 2}), JSON),
+    Case(
+        "search GET with body",
+        "GET",
+        "/{p}-books/_search",
+        j({"query": {"match": {"title": "flow"}}, "size": 2}),
+        JSON,
+    ),
     Case("search uri q", "GET", "/{p}-books/_search?q=title:wind&size=1"),
-    Case("search aggs", "POST", "/{p}-books/_search", j({"size": 0, "aggs": {"t": {"terms": {"field": "tag"}}}}), JSON),
+    Case(
+        "search aggs",
+        "POST",
+        "/{p}-books/_search",
+        j({"size": 0, "aggs": {"t": {"terms": {"field": "tag"}}}}),
+        JSON,
+    ),
     Case("search pretty", "GET", "/{p}-books/_search?pretty&q=wind"),
     Case("search filter_path", "GET", "/{p}-books/_search?q=wind&filter_path=hits.hits._id,hits.total"),
-    Case("search gzip request body", "POST", "/{p}-books/_search", gzip.compress(j({"query": {"match": {"title": "wind"}}})),
-         {**JSON, "Content-Encoding": "gzip"}),
-    Case("search gzip response", "POST", "/{p}-books/_search", j({"query": {"match_all": {}}}),
-         {**JSON, "Accept-Encoding": "gzip"}),
-    Case("search chunked body", "POST", "/{p}-books/_search", j({"query": {"term": {"tag": "a"}}}),
-         {**JSON, "Transfer-Encoding": "chunked"}),
+    Case(
+        "search gzip request body",
+        "POST",
+        "/{p}-books/_search",
+        gzip.compress(j({"query": {"match": {"title": "wind"}}})),
+        {**JSON, "Content-Encoding": "gzip"},
+    ),
+    Case(
+        "search gzip response",
+        "POST",
+        "/{p}-books/_search",
+        j({"query": {"match_all": {}}}),
+        {**JSON, "Accept-Encoding": "gzip"},
+    ),
+    Case(
+        "search chunked body",
+        "POST",
+        "/{p}-books/_search",
+        j({"query": {"term": {"tag": "a"}}}),
+        {**JSON, "Transfer-Encoding": "chunked"},
+    ),
     Case("search parse error (400)", "POST", "/{p}-books/_search", b'{"query": {"match": ', JSON),
     Case("search unknown query (400)", "POST", "/{p}-books/_search", j({"query": {"nope": {}}}), JSON),
     Case("search missing index (404)", "GET", "/{p}-missing/_search"),
     Case("search ignore_unavailable", "GET", "/{p}-missing/_search?ignore_unavailable=true"),
-    Case("msearch", "POST", "/_msearch", nd({"index": "{p}-books"}, {"query": {"match": {"title": "wind"}}},
-                                             {"index": "{p}-missing"}, {"query": {"match_all": {}}}), NDJSON),
+    Case(
+        "msearch",
+        "POST",
+        "/_msearch",
+        nd(
+            {"index": "{p}-books"},
+            {"query": {"match": {"title": "wind"}}},
+            {"index": "{p}-missing"},
+            {"query": {"match_all": {}}},
+        ),
+        NDJSON,
+    ),
     Case("opaque id echoed", "GET", "/{p}-books/_count", None, {"X-Opaque-Id": "abc-123"}),
     Case("mapping", "GET", "/{p}-books/_mapping"),
-    Case("put mapping", "PUT", "/{p}-books/_mapping", j({"properties": {"extra": {"type": "keyword"}}}), JSON),
+    Case(
+        "put mapping", "PUT", "/{p}-books/_mapping", j({"properties": {"extra": {"type": "keyword"}}}), JSON
+    ),
     Case("field caps", "GET", "/{p}-books/_field_caps?fields=title,year"),
-    Case("alias add", "POST", "/_aliases", j({"actions": [{"add": {"index": "{p}-books", "alias": "{p}-alias"}}]}), JSON),
+    Case(
+        "alias add",
+        "POST",
+        "/_aliases",
+        j({"actions": [{"add": {"index": "{p}-books", "alias": "{p}-alias"}}]}),
+        JSON,
+    ),
     Case("alias get", "GET", "/{p}-books/_alias"),
     Case("search through alias", "GET", "/{p}-alias/_search?q=wind"),
     Case("resolve index", "GET", "/_resolve/index/{p}-*"),
@@ -110,8 +197,14 @@ CASES: list[Case] = [
     Case("unknown endpoint (400)", "GET", "/_nonexistent_api"),
     Case("unknown param (400)", "GET", "/{p}-books/_count?bogus=1"),
     Case("scroll start", "POST", "/{p}-books/_search?scroll=1m", j({"size": 2, "sort": ["_doc"]}), JSON),
-    Case("delete by query", "POST", "/{p}-books/_delete_by_query?refresh=true",
-         j({"query": {"term": {"tag": "c"}}}), JSON, compare_body=False),
+    Case(
+        "delete by query",
+        "POST",
+        "/{p}-books/_delete_by_query?refresh=true",
+        j({"query": {"term": {"tag": "c"}}}),
+        JSON,
+        compare_body=False,
+    ),
     Case("count after delete", "GET", "/{p}-books/_count"),
     Case("delete index", "DELETE", "/{p}-books"),
     Case("delete missing index (404)", "DELETE", "/{p}-books"),
@@ -141,8 +234,13 @@ async def send(session: aiohttp.ClientSession, base: str, case: Case, prefix: st
                 yield payload[i : i + 7]
 
         data = chunks()
-    async with session.request(case.method, base + case.path.replace("{p}", prefix), data=data, headers=headers,
-                               skip_auto_headers=("Accept-Encoding",)) as response:
+    async with session.request(
+        case.method,
+        base + case.path.replace("{p}", prefix),
+        data=data,
+        headers=headers,
+        skip_auto_headers=("Accept-Encoding",),
+    ) as response:
         raw = await response.read()
         return Answer(response.status, {k.lower(): v for k, v in response.headers.items()}, raw)
 
@@ -172,10 +270,14 @@ async def test_requests_answer_the_same_through_the_bridge(opensearch_url: str, 
                 continue
             for header in COMPARED_HEADERS:
                 if direct.headers.get(header) != bridged.headers.get(header):
-                    mismatches.append(f"{case.name}: header {header} {direct.headers.get(header)!r} != "
-                                      f"{bridged.headers.get(header)!r}")
+                    mismatches.append(
+                        f"{case.name}: header {header} {direct.headers.get(header)!r} != "
+                        f"{bridged.headers.get(header)!r}"
+                    )
             if case.compare_body and normalised(direct, "fd") != normalised(bridged, "fb"):
-                mismatches.append(f"{case.name}: body\n  direct {normalised(direct, 'fd')[:300]!r}\n"
-                                  f"  bridge {normalised(bridged, 'fb')[:300]!r}")
+                mismatches.append(
+                    f"{case.name}: body\n  direct {normalised(direct, 'fd')[:300]!r}\n"
+                    f"  bridge {normalised(bridged, 'fb')[:300]!r}"
+                )
     assert len(CASES) >= 40
     assert not mismatches, "\n".join(mismatches)

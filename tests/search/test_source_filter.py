@@ -171,7 +171,7 @@ def test_default_is_a_copy_of_everything() -> None:
         (
             ("comments",),
             ("comments.author", "comments.votes"),
-            {"comments": ["loose string", [{"text": "nested array"}, 7]]},
+            {"comments": [{"text": "nice"}, "loose string", [{"text": "nested array"}, 7]]},
         ),
         (("tags",), ("tags.*",), {"tags": ["x", "y"]}),
         # Exclude wins over include of the same path.
@@ -274,7 +274,9 @@ def test_star_include_is_identity(source: dict[str, Any]) -> None:
 
 
 @given(_SOURCES, _PATTERNS, _PATTERNS)
-def test_filtering_is_idempotent(source: dict[str, Any], includes: tuple[str, ...], excludes: tuple[str, ...]) -> None:
+def test_filtering_is_idempotent(
+    source: dict[str, Any], includes: tuple[str, ...], excludes: tuple[str, ...]
+) -> None:
     once = filter_source(source, spec(includes, excludes))
     assert once is not None
     assert filter_source(once, spec(includes, excludes)) == once
@@ -283,7 +285,11 @@ def test_filtering_is_idempotent(source: dict[str, Any], includes: tuple[str, ..
 @settings(max_examples=300)
 @given(_SOURCES, st.booleans(), _PATTERNS, _PATTERNS, _PATHS)
 def test_widened_fetch_restores_exactly_and_keeps_passages(
-    source: dict[str, Any], fetch: bool, includes: tuple[str, ...], excludes: tuple[str, ...], paths: list[str]
+    source: dict[str, Any],
+    fetch: bool,
+    includes: tuple[str, ...],
+    excludes: tuple[str, ...],
+    paths: list[str],
 ) -> None:
     client = SourceSpec(fetch=fetch, includes=includes, excludes=excludes)
     upstream = widen(client, paths)

@@ -1,0 +1,1 @@
+"""Relevance evaluation: BM25 straight from the engine against the same queries reranked through the bridge."""

@@ -1,0 +1,223 @@
+"""Running every query twice, straight to the engine and through the bridge, timing each answer."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import ssl
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bridge.config import UpstreamSettings
+
+PLACEHOLDER = "{{query_text}}"
+QUERY_TYPES = ("best_fields", "most_fields", "cross_fields", "phrase", "phrase_prefix", "bool_prefix")
+
+
+class RunError(Exception):
+    """The runs cannot start (bad template, unreachable engine); the message says which and why."""
+
+
+@dataclass
+class Answer:
+    """One path's answer to one query: the hit ids in order, their scores, and how long it took."""
+
+    ids: list[str] = field(default_factory=list)
+    scores: list[float | None] = field(default_factory=list)
+    latency_ms: float = 0.0
+    x_rerank: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class PairedRun:
+    """Both paths' answers, keyed by query id, in the order the queries were given."""
+
+    engine: dict[str, Answer]
+    bridge: dict[str, Answer]
+    wall_s: float
+
+
+class QueryBuilder:
+    """The search body for one query: ``multi_match`` over the fields, or the user's template."""
+
+    def __init__(
+        self,
+        fields: Sequence[str],
+        depth: int,
+        query_type: str = "best_fields",
+        template_file: Path | None = None,
+    ) -> None:
+        self.fields = list(fields)
+        self.depth = depth
+        self.query_type = query_type
+        self.template: str | None = None
+        if template_file is not None:
+            try:
+                self.template = template_file.read_text(encoding="utf-8")
+            except OSError as error:
+                raise RunError(f"cannot read query template {template_file}: {error.strerror}") from error
+            if PLACEHOLDER not in self.template:
+                raise RunError(f"query template {template_file}: no {PLACEHOLDER!r} placeholder for the query text")
+            try:
+                probe = json.loads(self.template.replace(PLACEHOLDER, "probe"))
+            except ValueError as error:
+                raise RunError(f"query template {template_file}: not JSON once filled in ({error})") from error
+            if not isinstance(probe, dict):
+                raise RunError(f"query template {template_file}: must be a search body (a JSON object)")
+
+    def body(self, query_text: str) -> dict[str, Any]:
+        """``size`` is always the evaluation depth; ``_source`` is off unless the template asks for it."""
+        if self.template is not None:
+            # json.dumps(...)[1:-1] escapes the text for a JSON string without its quotes.
+            body: dict[str, Any] = json.loads(self.template.replace(PLACEHOLDER, json.dumps(query_text)[1:-1]))
+        else:
+            body = {
+                "query": {"multi_match": {"query": query_text, "fields": self.fields, "type": self.query_type}}
+            }
+        body["size"] = self.depth
+        body.setdefault("_source", False)
+        return body
+
+    def describe(self) -> dict[str, Any]:
+        if self.template is not None:
+            return {"template": json.loads(self.template.replace(PLACEHOLDER, "<query_text>"))}
+        return {"multi_match": {"fields": self.fields, "type": self.query_type}}
+
+
+def engine_ssl(upstream: UpstreamSettings) -> ssl.SSLContext | bool:
+    """TLS for the engine as the bridge itself would connect (CA bundle, client certificate, verification)."""
+    if not str(upstream.url).startswith("https"):
+        return False
+    if not upstream.verify_tls:
+        return False
+    context = ssl.create_default_context(cafile=str(upstream.ca_bundle) if upstream.ca_bundle else None)
+    if upstream.client_cert is not None:
+        context.load_cert_chain(str(upstream.client_cert), str(upstream.client_key) if upstream.client_key else None)
+    return context
+
+
+def engine_headers(upstream: UpstreamSettings) -> dict[str, str]:
+    """Content type plus the configured credentials, sent to both paths as a client would send them."""
+    headers = {"Content-Type": "application/json"}
+    if upstream.api_key is not None:
+        headers["Authorization"] = f"ApiKey {upstream.api_key.get_secret_value()}"
+    elif upstream.username is not None:
+        password = upstream.password.get_secret_value() if upstream.password else ""
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{upstream.username}:{password}".encode()).decode()
+    return headers
+
+
+class Searcher:
+    """POSTs search bodies to ``{base}/{index}/_search`` on one pooled session."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        index: str,
+        headers: Mapping[str, str],
+        ssl_context: ssl.SSLContext | bool | None = None,
+    ) -> None:
+        self.session = session
+        self.url = f"{base_url.rstrip('/')}/{index}/_search"
+        self.headers = dict(headers)
+        self.ssl = ssl_context if ssl_context is not None else True
+
+    async def search(self, body: Mapping[str, Any]) -> tuple[Answer, dict[str, Any] | None]:
+        payload = json.dumps(body).encode()
+        started = time.perf_counter()
+        try:
+            async with self.session.post(self.url, data=payload, headers=self.headers, ssl=self.ssl) as response:
+                raw = await response.read()
+                elapsed = (time.perf_counter() - started) * 1000
+                x_rerank = response.headers.get("X-Rerank")
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as error:
+            elapsed = (time.perf_counter() - started) * 1000
+            return Answer(latency_ms=elapsed, error=f"{type(error).__name__}: {error}"), None
+        if status != 200:
+            text = raw.decode("utf-8", "replace")[:300]
+            return Answer(latency_ms=elapsed, x_rerank=x_rerank, error=f"HTTP {status}: {text}"), None
+        try:
+            document = json.loads(raw)
+            hits = document["hits"]["hits"]
+            answer = Answer(
+                ids=[str(hit["_id"]) for hit in hits],
+                scores=[hit.get("_score") for hit in hits],
+                latency_ms=elapsed,
+                x_rerank=x_rerank,
+            )
+        except (ValueError, KeyError, TypeError) as error:
+            return Answer(latency_ms=elapsed, x_rerank=x_rerank, error=f"unreadable answer: {error!r}"), None
+        return answer, document
+
+
+async def run_paired(
+    queries: Mapping[str, str],
+    builder: QueryBuilder,
+    engine: Searcher,
+    bridge: Searcher,
+    concurrency: int,
+    on_done: Callable[[], None] | None = None,
+) -> PairedRun:
+    """Each query to the engine, then the same body to the bridge, ``concurrency`` queries at a time.
+
+    Pairing the two requests keeps both paths under the same load, so their latencies compare fairly.
+    """
+    gate = asyncio.Semaphore(concurrency)
+    engine_answers: dict[str, Answer] = {}
+    bridge_answers: dict[str, Answer] = {}
+
+    async def one(query_id: str, text: str) -> None:
+        body = builder.body(text)
+        async with gate:
+            engine_answers[query_id], _ = await engine.search(body)
+            bridge_answers[query_id], _ = await bridge.search(body)
+        if on_done is not None:
+            on_done()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(query_id, text) for query_id, text in queries.items()))
+    wall = time.perf_counter() - started
+    order = list(queries)
+    return PairedRun(
+        engine={q: engine_answers[q] for q in order}, bridge={q: bridge_answers[q] for q in order}, wall_s=wall
+    )
+
+
+def latency_summary(answers: Mapping[str, Answer]) -> dict[str, float | int]:
+    """p50/p95/mean/max of the client-side latency in milliseconds (answered requests only)."""
+    import numpy as np
+
+    values = [a.latency_ms for a in answers.values() if a.error is None]
+    if not values:
+        return {"count": 0}
+    array = np.asarray(values)
+    return {
+        "count": len(values),
+        "p50": round(float(np.percentile(array, 50)), 2),
+        "p95": round(float(np.percentile(array, 95)), 2),
+        "mean": round(float(array.mean()), 2),
+        "max": round(float(array.max()), 2),
+    }
+
+
+def rerank_outcomes(answers: Mapping[str, Answer]) -> dict[str, Any]:
+    """How the bridge answered: ``X-Rerank: applied`` counts, and every other header value with its count."""
+    applied = 0
+    other: dict[str, int] = {}
+    for answer in answers.values():
+        value = (answer.x_rerank or "").strip()
+        if value.startswith("applied"):
+            applied += 1
+        else:
+            key = value or ("error" if answer.error else "no X-Rerank header")
+            other[key] = other.get(key, 0) + 1
+    return {"applied": applied, "not_applied": other, "total": len(answers)}
