@@ -1,14 +1,456 @@
-"""``rerank-bridge eval`` (placeholder until the evaluation package lands)."""
+"""``rerank-bridge eval``: BM25 straight from the engine against the same queries reranked through the bridge.
+
+Given a BEIR-layout collection it loads the corpus into an index (once), runs every judged query both ways in
+one run, and reports NDCG@10, MRR@10 and Recall@100 for both, per-query win/tie/loss, latency, and a sampled
+check that the bridge applied the model exactly. Output: a table, ``report.json`` and ``ndcg_change.png``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import datetime
+import re
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
+
+from bridge.config import ConfigError, RuleSettings, Settings
+from bridge.evaluation.collection import Collection, CollectionError, load_collection
+from bridge.evaluation.indexing import (
+    ANALYZERS,
+    FIELDS,
+    IndexingError,
+    ensure_index,
+    index_body,
+    opensearch_client,
+)
+from bridge.evaluation.metrics import METRICS, evaluate, win_tie_loss
+from bridge.evaluation.report import plot_ndcg_change, table, write_json
+from bridge.evaluation.runner import (
+    QUERY_TYPES,
+    PairedRun,
+    QueryBuilder,
+    RunError,
+    Searcher,
+    engine_headers,
+    engine_ssl,
+    latency_summary,
+    rerank_outcomes,
+    run_paired,
+)
+from bridge.evaluation.verify import TOLERANCES, ReferenceScorer, VerifyReport, sample, verify_sample
+from bridge.scoring.settings import ModelSettings
+
+EVAL_MODEL = "eval"
 
 
 def add_eval_parser(commands: Any) -> None:
-    commands.add_parser("eval", help="relevance evaluation (not yet available)")
+    """``rerank-bridge eval COLLECTION_DIR [options]``."""
+    parser = commands.add_parser(
+        "eval",
+        help="relevance evaluation: BM25 vs reranked on a judged collection (BEIR layout)",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("collection", type=Path, metavar="COLLECTION_DIR",
+                        help="folder with corpus.jsonl, queries.jsonl and qrels.tsv (with a header line)")
+    parser.add_argument("--config", type=Path, default=None, help="bridge YAML config; BRIDGE_* variables override it")
+    parser.add_argument("--upstream", default=None, help="engine URL (default: upstream.url of the config)")
+    parser.add_argument("--bridge", default=None, metavar="URL",
+                        help="use this running bridge (its rules must cover the index) instead of one in-process")
+    parser.add_argument("--index", default=None, help="index name (default: eval-<collection folder name>)")
+    parser.add_argument("--model", default=None, metavar="NAME_OR_PATH",
+                        help="a model named in the config, else a local directory or Hub id "
+                             "(default: the config's first model)")
+    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16", "auto"), default="float32",
+                        help="dtype the bridge runs the model in")
+    parser.add_argument("--device", default=None, help="torch device for the model (default: the model's setting)")
+    parser.add_argument("--window", type=int, default=100, help="hits the bridge reranks per query")
+    parser.add_argument("--depth", type=int, default=100, help="hits asked for per query (Recall@100 needs 100)")
+    parser.add_argument("--queries", type=int, default=None, metavar="N", help="only the first N judged queries")
+    parser.add_argument("--concurrency", type=int, default=1, help="queries in flight at once (both paths paired)")
+    parser.add_argument("--fields", default=",".join(FIELDS),
+                        help="comma-separated fields: queried by multi_match and passed to the model")
+    parser.add_argument("--query-type", choices=QUERY_TYPES, default="best_fields", help="multi_match type")
+    parser.add_argument("--query-template", type=Path, default=None, metavar="FILE",
+                        help="search body JSON with a \"{{query_text}}\" placeholder, instead of multi_match")
+    parser.add_argument("--analyzer", choices=ANALYZERS, default="english",
+                        help="analyzer of title and text; plain = lower-cased [a-z0-9] runs, no stemming, "
+                             "no stop words")
+    parser.add_argument("--mapping", type=Path, default=None, metavar="FILE",
+                        help="create-index body (JSON settings + mappings) instead of the built-in mapping")
+    parser.add_argument("--bm25-k1", type=float, default=None, help="BM25 k1 of the index (engine default 1.2)")
+    parser.add_argument("--bm25-b", type=float, default=None, help="BM25 b of the index (engine default 0.75)")
+    parser.add_argument("--reindex", action="store_true",
+                        help="replace the index even if this tool did not create it")
+    parser.add_argument("--no-load", action="store_true",
+                        help="evaluate the existing index as it is; create and load nothing")
+    parser.add_argument("--gain", choices=("exponential", "linear"), default="exponential",
+                        help="NDCG gain: 2^rel-1 (exponential) or rel (linear, trec_eval's)")
+    parser.add_argument("--verify-sample", type=int, default=10, metavar="N",
+                        help="queries whose bridge window is checked against the model run directly (0: off)")
+    parser.add_argument("--verify-tolerance", type=float, default=None,
+                        help="score gap that counts as a tie in that check (default: by dtype)")
+    parser.add_argument("--rerank-timeout-ms", type=int, default=60000,
+                        help="rerank budget of the in-process bridge's rule")
+    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
+                        help="where report.json and ndcg_change.png go (default: ./eval-out/<collection>)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def run_eval(settings: Any, args: argparse.Namespace) -> int:
-    raise SystemExit("rerank-bridge eval is not available yet")
+def run_eval(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the evaluation; 0 when every query was answered and reranked and the exactness sample agrees."""
+    try:
+        return _run(settings, args)
+    except (CollectionError, IndexingError, RunError, ConfigError, ValueError) as error:
+        print(f"rerank-bridge eval: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    _check_numbers(args)
+    fields = [name.strip() for name in args.fields.split(",") if name.strip()]
+    if not fields:
+        raise ValueError("--fields: name at least one field")
+    collection = load_collection(args.collection)
+    for warning in collection.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    query_ids = collection.judged_queries(args.queries)
+    index = args.index or default_index_name(collection)
+    model_name, model = resolve_model(settings, args.model, args.dtype, args.device)
+    builder = QueryBuilder(fields, args.depth, args.query_type, args.query_template)
+
+    body = index_body(args.analyzer, args.bm25_k1, args.bm25_b, args.mapping)
+    client = opensearch_client(settings.upstream, timeout_s=settings.upstream.timeout_s)
+    try:
+        indexed = ensure_index(
+            client, collection, index, body, reindex=args.reindex, load=not args.no_load,
+            progress=not args.no_progress,
+        )
+    except IndexingError:
+        raise
+    except Exception as error:  # opensearch-py's connection and HTTP errors
+        raise IndexingError(f"engine at {settings.upstream.url}: {error}") from error
+    finally:
+        client.close()
+    index_s = time.perf_counter() - started
+    print(f"index {index}: {indexed.action} ({indexed.documents} documents)", file=sys.stderr)
+
+    bridge_settings = eval_settings(settings, index, model_name, model, fields, args.window, args.rerank_timeout_ms)
+    outcome = asyncio.run(
+        _measure(settings, bridge_settings, args, collection, query_ids, index, builder, model_name, model, fields)
+    )
+    run, verify, timings = outcome
+    report = build_report(
+        collection, query_ids, args, indexed.action, indexed.documents, body, builder, model_name, model, run,
+        verify, fields,
+    )
+    report["timing_s"] = {"index": round(index_s, 2), **timings, "total": round(time.perf_counter() - started, 2)}
+    out = args.out or Path("eval-out") / collection.name
+    write_json(report, out / "report.json")
+    plot_ndcg_change(report, out / "ndcg_change.png")
+    print(table(report))
+    print(f"\nwrote {out / 'report.json'} and {out / 'ndcg_change.png'}")
+    return _exit_code(report)
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    for name in ("window", "depth", "concurrency", "rerank_timeout_ms"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.queries is not None and args.queries < 1:
+        raise ValueError("--queries must be at least 1")
+    if args.verify_sample < 0:
+        raise ValueError("--verify-sample must be 0 or more")
+    if args.no_load and args.reindex:
+        raise ValueError("--no-load and --reindex contradict each other")
+
+
+def default_index_name(collection: Collection) -> str:
+    """``eval-<folder>``, lower-cased, with characters an index name may not hold replaced."""
+    name = re.sub(r"[^a-z0-9_.-]+", "-", collection.name.lower()).strip("-._") or "collection"
+    return f"eval-{name}"
+
+
+def resolve_model(
+    settings: Settings, wanted: str | None, dtype: str, device: str | None
+) -> tuple[str, ModelSettings]:
+    """A configured model by name, else ``wanted`` as a directory or Hub id; dtype (and device) as asked."""
+    if wanted is None:
+        name = settings.default_model()
+        if name is None:
+            raise ConfigError("no model: pass --model NAME_OR_PATH, or configure models in --config")
+        model = settings.models[name]
+    elif wanted in settings.models:
+        name, model = wanted, settings.models[wanted]
+    else:
+        looks_local = wanted.startswith((".", "/", "~")) or Path(wanted).expanduser().exists()
+        if looks_local and not Path(wanted).expanduser().is_dir():
+            known = ", ".join(sorted(settings.models)) or "none configured"
+            raise ConfigError(f"--model {wanted}: not a configured model ({known}) nor a model directory")
+        source = str(Path(wanted).expanduser().resolve()) if looks_local else wanted
+        name = EVAL_MODEL if EVAL_MODEL not in settings.models else f"{EVAL_MODEL}-model"
+        model = ModelSettings(source=source)
+    update: dict[str, Any] = {"dtype": dtype}
+    if device is not None:
+        update["device"] = device
+    return name, model.model_copy(update=update)
+
+
+def eval_settings(
+    settings: Settings,
+    index: str,
+    model_name: str,
+    model: ModelSettings,
+    fields: list[str],
+    window: int,
+    timeout_ms: int,
+) -> Settings:
+    """The in-process bridge's settings: the user's upstream and limits, only the eval model, one rule."""
+    if window > settings.limits.max_window:
+        raise ConfigError(f"--window {window} exceeds limits.max_window ({settings.limits.max_window})")
+    rule = RuleSettings(
+        indices=[index], fields=fields, window=window, max_window=max(window, 1000), model=model_name,
+        timeout_ms=timeout_ms, separator="\n",
+    )
+    return settings.model_copy(update={"models": {model_name: model}, "rules": [rule]})
+
+
+@asynccontextmanager
+async def in_process_bridge(settings: Settings) -> AsyncIterator[str]:
+    """The bridge as ``rerank-bridge serve`` runs it, on a free port of 127.0.0.1 (the model loads first)."""
+    from aiohttp import web
+
+    from bridge.server.app import create_app
+    from bridge.server.run import make_runner
+
+    runner = make_runner(create_app(settings), settings)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None
+        port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def _measure(
+    settings: Settings,
+    bridge_settings: Settings,
+    args: argparse.Namespace,
+    collection: Collection,
+    query_ids: list[str],
+    index: str,
+    builder: QueryBuilder,
+    model_name: str,
+    model: ModelSettings,
+    fields: list[str],
+) -> tuple[PairedRun, VerifyReport | None, dict[str, float]]:
+    import aiohttp
+    from tqdm import tqdm
+
+    timings: dict[str, float] = {}
+    async with _bridge_url(args.bridge, bridge_settings, timings) as bridge_url:
+        timeout = aiohttp.ClientTimeout(total=settings.upstream.timeout_s + args.rerank_timeout_ms / 1000 + 30)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            headers = engine_headers(settings.upstream)
+            engine = Searcher(session, str(settings.upstream.url), index, headers, engine_ssl(settings.upstream))
+            bridge = Searcher(session, bridge_url, index, headers)
+            queries = {query_id: collection.queries[query_id] for query_id in query_ids}
+            await _warm_up(engine, bridge, builder, next(iter(queries.values())))
+            with tqdm(total=len(queries), unit="query", desc="BM25 + reranked", disable=args.no_progress) as bar:
+                run = await run_paired(queries, builder, engine, bridge, args.concurrency, lambda: bar.update(1))
+            timings["runs"] = round(run.wall_s, 2)
+            verify: VerifyReport | None = None
+            if args.verify_sample:
+                started = time.perf_counter()
+                verify = await _verify(args, queries, run, engine, builder, model, fields)
+                timings["verify"] = round(time.perf_counter() - started, 2)
+    return run, verify, timings
+
+
+@asynccontextmanager
+async def _bridge_url(given: str | None, settings: Settings, timings: dict[str, float]) -> AsyncIterator[str]:
+    if given is not None:
+        yield given.rstrip("/")
+        return
+    started = time.perf_counter()
+    async with in_process_bridge(settings) as url:
+        timings["bridge_start"] = round(time.perf_counter() - started, 2)
+        yield url
+
+
+async def _warm_up(engine: Searcher, bridge: Searcher, builder: QueryBuilder, text: str) -> None:
+    """One untimed search each way (connections, caches, the model's first call); a different text, so the
+    bridge's score cache holds nothing the timed run asks for."""
+    body = builder.body(f"{text} warm up")
+    for searcher in (engine, bridge):
+        answer, _ = await searcher.search(body)
+        if answer.error is not None:
+            raise RunError(f"warm-up search to {searcher.url} failed: {answer.error}")
+
+
+async def _verify(
+    args: argparse.Namespace,
+    queries: dict[str, str],
+    run: PairedRun,
+    engine: Searcher,
+    builder: QueryBuilder,
+    model: ModelSettings,
+    fields: list[str],
+) -> VerifyReport:
+    if model.remote is not None:
+        print("note: the model scores remotely; the exactness check loads its source locally", file=sys.stderr)
+    reference = await asyncio.to_thread(
+        ReferenceScorer,
+        model.source,
+        max_length=model.max_length,
+        revision=model.revision,
+        trust_remote_code=model.trust_remote_code,
+        label=model.label,
+    )
+    async def fetch_window(text: str) -> list[dict[str, Any]]:
+        body = builder.body(text)
+        body["size"] = args.window
+        body["_source"] = fields
+        answer, document = await engine.search(body)
+        if document is None:
+            raise RunError(f"exactness check: engine search failed: {answer.error}")
+        hits: list[dict[str, Any]] = document["hits"]["hits"]
+        return hits
+
+    answered = [q for q in queries if run.bridge[q].error is None]
+    tolerance = args.verify_tolerance if args.verify_tolerance is not None else TOLERANCES[args.dtype]
+    return await verify_sample(
+        sample(answered, args.verify_sample), queries, run.bridge, fetch_window, reference, fields, "\n", tolerance
+    )
+
+
+def build_report(
+    collection: Collection,
+    query_ids: list[str],
+    args: argparse.Namespace,
+    index_action: str,
+    documents: int,
+    body: dict[str, Any],
+    builder: QueryBuilder,
+    model_name: str,
+    model: ModelSettings,
+    run: PairedRun,
+    verify: VerifyReport | None,
+    fields: list[str],
+) -> dict[str, Any]:
+    """Everything the table, the JSON file and the plot show."""
+    bm25 = evaluate(collection.qrels, {q: run.engine[q].ids for q in query_ids}, args.gain)
+    reranked = evaluate(collection.qrels, {q: run.bridge[q].ids for q in query_ids}, args.gain)
+    similarity = body.get("settings", {}).get("index", {}).get("similarity", {}).get("default", {})
+    errors = {
+        "bm25": sum(run.engine[q].error is not None for q in query_ids),
+        "reranked": sum(run.bridge[q].error is not None for q in query_ids),
+        "examples": [
+            {"query_id": q, "path": path, "error": answers[q].error}
+            for path, answers in (("bm25", run.engine), ("reranked", run.bridge))
+            for q in query_ids
+            if answers[q].error is not None
+        ][:5],
+    }
+    return {
+        "tool": "rerank-bridge eval",
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "collection": {
+            "name": collection.name,
+            "path": str(collection.path.resolve()),
+            "queries": len(collection.queries),
+            "judged_queries": len(collection.judged_queries()),
+            "warnings": collection.warnings,
+        },
+        "index": {
+            "name": args.index or default_index_name(collection),
+            "action": index_action,
+            "documents": documents,
+            "analyzer": None if args.mapping else args.analyzer,
+            "mapping_file": str(args.mapping) if args.mapping else None,
+            "bm25": {"k1": similarity.get("k1", "engine default"), "b": similarity.get("b", "engine default")},
+            "body": body,
+        },
+        "query": builder.describe(),
+        "model": {
+            "name": model_name,
+            "label": Path(model.source).name if model_name.startswith(EVAL_MODEL) else model_name,
+            "source": model.source,
+            "dtype": model.dtype,
+            "device": model.device,
+            "max_length": model.max_length,
+        },
+        "bridge": {
+            "mode": "external" if args.bridge else "in-process",
+            "url": args.bridge,
+            "fields": fields,
+            "x_rerank": rerank_outcomes({q: run.bridge[q] for q in query_ids}),
+        },
+        "run": {
+            "queries": len(query_ids),
+            "window": args.window,
+            "depth": args.depth,
+            "concurrency": args.concurrency,
+            "gain": args.gain,
+            "metrics_library": _library_version(),
+        },
+        "metrics": {"bm25": _rounded(bm25.means), "reranked": _rounded(reranked.means)},
+        "change": {m: round(reranked.means[m] - bm25.means[m], 6) for m in METRICS},
+        "per_query_ndcg@10": win_tie_loss(bm25.per_query, reranked.per_query, "ndcg@10"),
+        "latency_ms": {
+            "bm25": latency_summary({q: run.engine[q] for q in query_ids}),
+            "reranked": latency_summary({q: run.bridge[q] for q in query_ids}),
+        },
+        "errors": errors,
+        "verify": verify.as_dict() if verify is not None else None,
+        "per_query": {
+            q: {
+                "bm25": _rounded(bm25.per_query[q]),
+                "reranked": _rounded(reranked.per_query[q]),
+                "latency_ms": {
+                    "bm25": round(run.engine[q].latency_ms, 2),
+                    "reranked": round(run.bridge[q].latency_ms, 2),
+                },
+                "x_rerank": run.bridge[q].x_rerank,
+            }
+            for q in query_ids
+        },
+    }
+
+
+def _rounded(values: dict[str, float]) -> dict[str, float]:
+    return {key: round(value, 6) for key, value in values.items()}
+
+
+def _library_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"ir-measures {version('ir-measures')}"
+    except PackageNotFoundError:
+        return "ir-measures"
+
+
+def _exit_code(report: dict[str, Any]) -> int:
+    problems = []
+    if report["errors"]["bm25"] or report["errors"]["reranked"]:
+        problems.append("some searches failed")
+    outcomes = report["bridge"]["x_rerank"]
+    if outcomes["applied"] != outcomes["total"]:
+        problems.append(f"the bridge reranked {outcomes['applied']} of {outcomes['total']} queries")
+    verify = report.get("verify")
+    if verify and not verify["all_agree"]:
+        problems.append("the bridge's order differs from the model applied directly (see verify in the JSON)")
+    for problem in problems:
+        print(f"rerank-bridge eval: {problem}", file=sys.stderr)
+    return 1 if problems else 0

@@ -80,13 +80,12 @@ class ReferenceScorer:
         label: str | None = None,
         batch_size: int = 16,
     ) -> None:
-        import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         self.source = source
         self.tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
         self.model = AutoModelForSequenceClassification.from_pretrained(
-            source, revision=revision, trust_remote_code=trust_remote_code, torch_dtype=torch.float32
+            source, revision=revision, trust_remote_code=trust_remote_code, **_float32()
         ).eval()
         limits = [
             value
@@ -102,8 +101,9 @@ class ReferenceScorer:
         labels = self.model.config.num_labels
         self.label_index: int | None = None
         if labels > 1:
-            named = {str(v): int(k) for k, v in (self.model.config.id2label or {}).items()}
-            self.label_index = named.get(label, labels - 1) if label is not None else labels - 1
+            # The bridge requires ``label`` for these models and matches it ignoring case.
+            named = {str(v).casefold(): int(k) for k, v in (self.model.config.id2label or {}).items()}
+            self.label_index = named.get(label.casefold(), labels - 1) if label is not None else labels - 1
 
     def score(self, query: str, passages: Sequence[str]) -> list[float]:
         """One logit per passage (for several labels: the chosen label's softmax probability)."""
@@ -127,6 +127,15 @@ class ReferenceScorer:
                 else:
                     scores.extend(float(v) for v in logits.softmax(-1)[:, self.label_index])
         return scores
+
+
+def _float32() -> dict[str, Any]:
+    """``dtype=float32`` as this transformers spells it (``torch_dtype`` before 4.56)."""
+    import torch
+    import transformers
+
+    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
+    return {"dtype": torch.float32} if (major, minor) >= (4, 56) else {"torch_dtype": torch.float32}
 
 
 def passage(source: Mapping[str, Any] | None, fields: Sequence[str], separator: str) -> str:

@@ -14,7 +14,7 @@ from bridge.ops.metrics import Metrics
 log = logging.getLogger("bridge.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-decision_key = "rerank_decision"
+decision_key = web.RequestKey("rerank_decision", dict)
 
 
 def access_log(metrics: Metrics) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:

@@ -18,6 +18,10 @@ class QueueFullError(ScoringError):
     reason = "queue_full"
 
 
+class ModelConfigError(ValueError):
+    """A model's settings do not fit the model (unknown label, impossible activation); raised at start."""
+
+
 class Scorer(Protocol):
     """Scores (query, passage) pairs; one per configured model name."""
 

@@ -17,6 +17,13 @@ class RemoteSettings(BaseModel):
     retries: int = Field(2, ge=0, description="extra tries on connection errors and 5xx, within the deadline")
     max_client_batch_size: PositiveInt = Field(32, description="texts per call; larger requests are split")
     api_key: str | None = Field(None, description="sent as a Bearer token")
+    deadline_s: float | None = Field(
+        None,
+        gt=0,
+        description="budget for one score() call, retries included; default timeout_s * (retries + 1)",
+    )
+    backoff_s: float = Field(0.1, ge=0, description="first retry delay, doubled per retry")
+    truncate: bool = Field(True, description="ask the server to truncate over-long pairs instead of failing")
 
 
 class ModelSettings(BaseModel):
@@ -35,9 +42,18 @@ class ModelSettings(BaseModel):
     max_length: PositiveInt | None = Field(None, description="default: the model's own limit")
     long_documents: Literal["truncate", "chunk"] = "truncate"
     chunk_stride: int = Field(64, ge=0, description="tokens shared by neighbouring windows when chunking")
-    max_batch_tokens: PositiveInt = Field(16384, description="padded tokens per model call")
+    max_chunks: PositiveInt = Field(
+        16, description="windows scored per passage when chunking; the rest is ignored"
+    )
+    max_batch_tokens: PositiveInt | None = Field(
+        None,
+        description="padded tokens per model call; default 16384 on a GPU, 4096 on the CPU (cache-friendly)",
+    )
     max_wait_ms: float = Field(2.0, ge=0, description="how long a batch waits to fill up")
-    max_queue_pairs: PositiveInt = Field(20000, description="pairs waiting; beyond it callers get QueueFullError")
+    max_queue_pairs: PositiveInt = Field(
+        20000, description="pairs waiting; beyond it callers get QueueFullError"
+    )
     cache_size: int = Field(20000, ge=0, description="LRU score cache entries; 0 turns the cache off")
     threads: PositiveInt | None = Field(None, description="torch intra-op threads on CPU")
+    warmup: bool = Field(True, description="score one small batch at start so no user request pays for it")
     remote: RemoteSettings | None = Field(None, description="score on a TEI server instead of in-process")

@@ -19,6 +19,12 @@ class SearchEndpoint:
     api: SearchAPI
     index: str | None
     """The decoded index expression from the path (``a,b``, ``logs-*``), None for cluster-wide."""
+    raw_index: str | None = None
+    """The same, as the client encoded it: what the engine gets back."""
+
+    def path(self, api: str) -> str:
+        """The engine path for ``api`` on this endpoint's indices."""
+        return f"/{self.raw_index}/{api}" if self.raw_index is not None else f"/{api}"
 
     @property
     def route(self) -> str:
@@ -51,5 +57,5 @@ def classify(method: str, raw_path: str) -> SearchEndpoint | None:
             return None
         if prefix and prefix[0].startswith("_"):
             return None
-        return SearchEndpoint(api, unquote(prefix[0]) if prefix else None)
+        return SearchEndpoint(api, unquote(prefix[0]), prefix[0]) if prefix else SearchEndpoint(api, None)
     return None

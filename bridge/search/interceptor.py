@@ -20,6 +20,7 @@ from bridge.ops.access_log import decision_key
 from bridge.ops.metrics import Metrics
 from bridge.scoring.base import Scorer
 from bridge.search.endpoints import SearchAPI, SearchEndpoint, classify
+from bridge.search.filter_path import apply_filter_path
 from bridge.search.multi import MultiItem, encode_line, join_lines, parse_multi
 from bridge.search.plan import Plan, Skip, plan_search
 from bridge.search.request import QueryString
@@ -49,11 +50,11 @@ class SearchInterceptor:
     async def handle(self, request: web.Request) -> web.StreamResponse | None:
         """The answer for a search the bridge takes on; None to relay the request untouched."""
         endpoint = classify(request.method, request.raw_path)
-        if endpoint is None:
+        if endpoint is None or not _wants_json(request):
             return None
         raw = await self._read_body(request)
         query = QueryString.parse(request.raw_path.partition("?")[2])
-        if _plainly_passthrough(self.settings, endpoint, query, raw):
+        if _plainly_passthrough(self.settings, endpoint, query, _decoded(request, raw)):
             return await self._untouched(request, endpoint, raw, "no_rule")
         handlers = {
             SearchAPI.SEARCH: self._search,
@@ -75,7 +76,7 @@ class SearchInterceptor:
         decision = plan_search(self.settings, endpoint.index, query, body)
         if isinstance(decision, Skip):
             return await self._skipped(request, endpoint, raw, decision)
-        path = _path(endpoint, "_search") + decision.upstream_query.render()
+        path = endpoint.path("_search") + decision.upstream_query.render()
         return await self._run_planned(request, endpoint, path, decision)
 
     async def _run_planned(
@@ -110,11 +111,11 @@ class SearchInterceptor:
         params = template.get("params") if isinstance(template.get("params"), dict) else {}
         decision = plan_search(self.settings, endpoint.index, query, rendered, template_params=params)
         if isinstance(decision, Skip):
-            if decision.reason in ("no_rule", "system_index") and not query.has("rerank"):
+            if not decision.body_changed and not query.has("rerank"):
                 return await self._untouched(request, endpoint, raw, decision.reason)
-            # Rendering already happened; a cleaned skip runs the rendered search as the engine would.
+            # The rendered body carried ext.rerank (or the URL ?rerank): run it cleaned, as a plain search.
             return await self._skipped(request, endpoint, raw, decision, api_path="_search")
-        path = _path(endpoint, "_search") + decision.upstream_query.render()
+        path = endpoint.path("_search") + decision.upstream_query.render()
         return await self._run_planned(request, endpoint, path, decision)
 
     # --- _msearch and _msearch/template --------------------------------------------------------------------
@@ -171,19 +172,20 @@ class SearchInterceptor:
         )
         upstream_ms = (time.perf_counter() - started) * 1000
         for failed in (searched, templated):
-            if failed is not None and isinstance(failed, web.Response):
+            if isinstance(failed, web.Response):
                 return failed
         responses: list[Any] = [None] * len(items)
         took = 0
-        for indices, result in ((planned, searched), (others, templated)):
-            if result is None:
+        engine_headers: CIMultiDict[str] = CIMultiDict()
+        for indices, fetched in ((planned, searched), (others, templated)):
+            if not isinstance(fetched, tuple):
                 continue
-            assert isinstance(result, dict)
+            result, engine_headers = fetched
             took = max(took, int(result.get("took", 0)))
             for i, item_response in zip(indices, result.get("responses", []), strict=False):
                 responses[i] = item_response
         combined = {"took": took, "responses": responses}
-        return await self._answer_multi(request, endpoint, query, combined, decisions, upstream_ms)
+        return await self._answer_multi(request, endpoint, query, (combined, engine_headers), decisions, upstream_ms)
 
     async def _run_multi(
         self,
@@ -195,12 +197,12 @@ class SearchInterceptor:
         decisions: list[Plan | Skip],
     ) -> web.StreamResponse:
         started = time.perf_counter()
-        result = await self._fetch_multi(request, endpoint, query, api, lines)
+        fetched = await self._fetch_multi(request, endpoint, query, api, lines)
         upstream_ms = (time.perf_counter() - started) * 1000
-        if not isinstance(result, dict):
-            assert result is not None
-            return result
-        return await self._answer_multi(request, endpoint, query, result, decisions, upstream_ms)
+        if not isinstance(fetched, tuple):
+            assert fetched is not None
+            return fetched
+        return await self._answer_multi(request, endpoint, query, fetched, decisions, upstream_ms)
 
     async def _fetch_multi(
         self,
@@ -209,10 +211,11 @@ class SearchInterceptor:
         query: QueryString,
         api: str,
         lines: list[tuple[bytes, bytes]],
-    ) -> dict[str, Any] | web.Response | None:
+    ) -> tuple[dict[str, Any], CIMultiDict[str]] | web.Response | None:
+        """The engine's parsed answer and headers, its raw answer when it is an error, None when no lines."""
         if not lines:
             return None
-        path = _path(endpoint, api) + query.without({"rerank", "filter_path"}).render()
+        path = endpoint.path(api) + query.without({"rerank", "filter_path"}).render()
         headers = self._json_headers(request)
         headers["Content-Type"] = request.headers.get("Content-Type", "application/x-ndjson")
         status, response_headers, payload = await self.upstream.fetch_json(
@@ -221,17 +224,18 @@ class SearchInterceptor:
         result = _json_object(payload) if status == 200 else None
         if result is None or not isinstance(result.get("responses"), list):
             return _raw_response(status, response_headers, payload)
-        return result
+        return result, response_headers
 
     async def _answer_multi(
         self,
         request: web.Request,
         endpoint: SearchEndpoint,
         query: QueryString,
-        result: dict[str, Any],
+        fetched: tuple[dict[str, Any], CIMultiDict[str]],
         decisions: list[Plan | Skip],
         upstream_ms: float,
     ) -> web.StreamResponse:
+        result, upstream_headers = fetched
         self.metrics.upstream_latency.labels(endpoint.route).observe(upstream_ms / 1000)
         started = time.perf_counter()
         responses = result["responses"]
@@ -268,11 +272,9 @@ class SearchInterceptor:
         answer: Any = result
         filter_path = query.get("filter_path")
         if filter_path:
-            from bridge.search.filter_path import apply_filter_path
-
             answer = apply_filter_path(result, filter_path)
         summary = _multi_outcome(applied)
-        return self._json_response(request, 200, CIMultiDict(), answer, summary, upstream_ms)
+        return self._json_response(request, 200, upstream_headers, answer, summary, upstream_ms)
 
     # --- shared plumbing ----------------------------------------------------------------------------------
 
@@ -302,7 +304,7 @@ class SearchInterceptor:
         outcome = "passthrough" if decision.reason == "no_rule" else "skipped"
         self._count(outcome, endpoint.route, decision.reason)
         request[decision_key] = {"outcome": outcome, "reason": decision.reason}
-        base = request.raw_path.partition("?")[0] if api_path is None else _path(endpoint, api_path)
+        base = request.raw_path.partition("?")[0] if api_path is None else endpoint.path(api_path)
         if not decision.body_changed and api_path is None:
             return await relay(request, self.upstream, path=base + decision.query.render(), body=raw)
         body = encode_line(decision.body) if decision.body is not None else b""
@@ -313,7 +315,9 @@ class SearchInterceptor:
         headers = self.upstream.forward_headers(request.headers)
         for name in _BODY_HEADERS:
             headers.popall(name, None)
-        headers["Content-Type"] = "application/json"
+        # Keep a JSON media type the client chose (Elasticsearch's compatible-with=8 one, say).
+        given = request.headers.get("Content-Type", "")
+        headers["Content-Type"] = given if "json" in given and "ndjson" not in given else "application/json"
         return headers
 
     def _json_response(
@@ -334,7 +338,8 @@ class SearchInterceptor:
         )
         response = web.Response(status=status, body=(text + ("\n" if pretty else "")).encode())
         response.headers.extend(end_to_end(upstream_headers, drop=_RESPONSE_DROP))
-        response.headers["Content-Type"] = "application/json; charset=UTF-8"
+        # The engine's media type stays (Elasticsearch 8 answers its compatible-with=8 type, say).
+        response.headers.setdefault("Content-Type", "application/json; charset=UTF-8")
         if outcome is not None:
             response.headers["X-Rerank"] = outcome.header()
         timing = f"upstream;dur={upstream_ms:.1f}"
@@ -374,6 +379,13 @@ def _plainly_passthrough(
     return match_rule(endpoint.index, settings.rules) is None or touches_system(endpoint.index)
 
 
+def _wants_json(request: web.Request) -> bool:
+    """The bridge writes JSON only; YAML, CBOR or Smile answers stay the engine's."""
+    accept = request.headers.get("Accept", "").lower()
+    fmt = request.query.get("format", "json").lower()
+    return fmt == "json" and not any(kind in accept for kind in ("yaml", "cbor", "smile"))
+
+
 def _json_object(raw: bytes) -> dict[str, Any] | None:
     try:
         value = json.loads(raw)
@@ -392,14 +404,6 @@ def _decoded(request: web.Request, raw: bytes) -> bytes:
     except (OSError, zlib.error, EOFError):
         return raw
     return raw
-
-
-def _path(endpoint: SearchEndpoint, api: str) -> str:
-    from urllib.parse import quote
-
-    if endpoint.index is None:
-        return f"/{api}"
-    return f"/{quote(endpoint.index, safe=',*:-_.+')}/{api}"
 
 
 def _plan(decision: Plan | Skip) -> Plan:

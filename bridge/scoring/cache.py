@@ -1,0 +1,88 @@
+"""A bounded LRU of scores, so paging through the same results never scores a pair twice.
+
+Keys are digests, not texts: a 20,000-entry cache of multi-kilobyte passages would otherwise hold them all.
+Used from the event loop only, so it needs no lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+
+from bridge.scoring.base import ScoringObserver
+
+CacheKey = tuple[str, bytes, bytes]
+
+
+def digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+class ScoreCache:
+    """LRU keyed by (model, query digest, passage digest); ``size`` 0 turns it off."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[CacheKey, float] = OrderedDict()
+
+    @property
+    def enabled(self) -> bool:
+        return self.size > 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def keys_for(self, model: str, query: str, passages: Sequence[str]) -> list[CacheKey]:
+        query_digest = digest(query)
+        return [(model, query_digest, digest(passage)) for passage in passages]
+
+    def get(self, key: CacheKey) -> float | None:
+        score = self._entries.get(key)
+        if score is not None:
+            self._entries.move_to_end(key)
+        return score
+
+    def put(self, key: CacheKey, score: float) -> None:
+        if not self.enabled:
+            return
+        self._entries[key] = score
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+async def score_through_cache(
+    cache: ScoreCache,
+    model: str,
+    query: str,
+    passages: Sequence[str],
+    compute: Callable[[list[str]], Awaitable[list[float]]],
+    observer: ScoringObserver,
+) -> list[float]:
+    """Scores for ``passages``: cached ones from ``cache``, the rest (each distinct passage once) from ``compute``."""
+    if not cache.enabled:
+        return await compute(list(passages))
+    keys = cache.keys_for(model, query, passages)
+    scores: list[float | None] = [cache.get(key) for key in keys]
+    missing: dict[CacheKey, list[int]] = {}
+    for index, (key, score) in enumerate(zip(keys, scores, strict=True)):
+        if score is None:
+            missing.setdefault(key, []).append(index)
+    misses = sum(map(len, missing.values()))
+    observer.cache_lookup(model, len(passages) - misses, misses)
+    if missing:
+        todo = [positions[0] for positions in missing.values()]
+        fresh = await compute([passages[i] for i in todo])
+        for (key, positions), score in zip(missing.items(), fresh, strict=True):
+            cache.put(key, score)
+            for i in positions:
+                scores[i] = score
+    result: list[float] = []
+    for score in scores:
+        assert score is not None
+        result.append(score)
+    return result

@@ -1,0 +1,126 @@
+"""Choosing where a model runs and in which precision, with the reason logged for operators."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Device and precision for one model.
+
+    ``weights_dtype`` is what the parameters are stored in; ``autocast`` is set when matmuls run in a lower
+    precision than the weights (CPU bf16: keeping fp32 weights and letting autocast pick per-op precision keeps
+    layer norms and softmax in fp32, which is what keeps scores close to fp32 ones).
+    """
+
+    device: torch.device
+    weights_dtype: torch.dtype
+    autocast: torch.dtype | None = None
+    quantize_int8: bool = False
+    reasons: tuple[str, ...] = field(default_factory=tuple)
+
+    def describe(self) -> str:
+        precision = str(self.weights_dtype).removeprefix("torch.")
+        if self.autocast is not None:
+            precision += f" weights, {str(self.autocast).removeprefix('torch.')} autocast"
+        if self.quantize_int8:
+            precision += ", int8 dynamic quantisation"
+        return f"{self.device} ({precision})"
+
+
+def cpu_bf16_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The CPU features that make bf16 matmuls fast (AMX tiles or AVX512-BF16); empty when there are none.
+
+    Reads ``/proc/cpuinfo``; elsewhere (macOS, Windows) asks torch's own CPU probes.
+    """
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return {flag for flag in _CPU_BF16_FLAGS if flag in flags}
+    except OSError:
+        pass
+    found: set[str] = set()
+    probes = {"amx_bf16": "_is_amx_tile_supported", "avx512_bf16": "_is_avx512_bf16_supported"}
+    for flag, probe_name in probes.items():
+        probe = getattr(torch.cpu, probe_name, None)
+        try:
+            if probe is not None and probe():
+                found.add(flag)
+        except RuntimeError:
+            continue
+    return found
+
+
+def _auto_device() -> tuple[torch.device, str]:
+    if torch.cuda.is_available():
+        return torch.device("cuda"), f"device auto: CUDA is available ({torch.cuda.get_device_name(0)})"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps"), "device auto: no CUDA, Apple MPS is available"
+    return torch.device("cpu"), "device auto: no CUDA or MPS, using the CPU"
+
+
+def choose_placement(
+    device: str = "auto", dtype: str = "auto", quantize: str = "none", *, cpu_flags: set[str] | None = None
+) -> Placement:
+    """Resolve ``device``/``dtype``/``quantize`` settings into a :class:`Placement`.
+
+    ``cpu_flags`` overrides CPU feature detection (for tests).
+    """
+    reasons: list[str] = []
+    if device == "auto":
+        dev, why = _auto_device()
+        reasons.append(why)
+    else:
+        dev = torch.device(device)
+        reasons.append(f"device {dev}: configured")
+
+    if quantize == "int8" and dev.type != "cpu":
+        raise ValueError(f"quantize: int8 is dynamic quantisation for the CPU; the device is {dev}")
+
+    if dtype != "auto":
+        wanted = _DTYPES[dtype]
+        if dev.type == "cpu" and wanted != torch.float32 and quantize != "int8":
+            # On CPU, half precision pays only inside matmuls; autocast keeps fp32 weights for the rest.
+            reasons.append(f"dtype {dtype}: configured; on CPU run as {dtype} autocast over fp32 weights")
+            placement = Placement(dev, torch.float32, wanted, False, tuple(reasons))
+        else:
+            reasons.append(f"dtype {dtype}: configured")
+            placement = Placement(dev, wanted, None, quantize == "int8", tuple(reasons))
+    elif dev.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            reasons.append("dtype auto: bfloat16 weights, the GPU supports bf16")
+            placement = Placement(dev, torch.bfloat16, None, False, tuple(reasons))
+        else:
+            reasons.append("dtype auto: float16 weights, the GPU has no bf16")
+            placement = Placement(dev, torch.float16, None, False, tuple(reasons))
+    elif dev.type == "mps":
+        reasons.append("dtype auto: float16 weights on MPS")
+        placement = Placement(dev, torch.float16, None, False, tuple(reasons))
+    elif quantize == "int8":
+        reasons.append("dtype auto: float32 weights under int8 dynamic quantisation")
+        placement = Placement(dev, torch.float32, None, True, tuple(reasons))
+    else:
+        flags = cpu_bf16_flags() if cpu_flags is None else cpu_flags
+        if flags:
+            reasons.append(f"dtype auto: bfloat16 autocast, the CPU has {', '.join(sorted(flags))}")
+            placement = Placement(dev, torch.float32, torch.bfloat16, False, tuple(reasons))
+        else:
+            reasons.append("dtype auto: float32, the CPU has neither AMX nor AVX512-BF16")
+            placement = Placement(dev, torch.float32, None, False, tuple(reasons))
+
+    if placement.quantize_int8:
+        reasons.append("quantize int8: Linear layers get dynamic int8 quantisation")
+        placement = Placement(dev, placement.weights_dtype, None, True, tuple(reasons))
+    return placement

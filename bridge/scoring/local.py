@@ -1,0 +1,84 @@
+"""The in-process scorer: score cache, then the batcher, then the model on its worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+from bridge.scoring.base import NullObserver, ScoringError, ScoringObserver
+from bridge.scoring.batcher import Batcher, BatcherStats
+from bridge.scoring.cache import ScoreCache, score_through_cache
+from bridge.scoring.model import CrossEncoderModel
+from bridge.scoring.settings import ModelSettings
+
+log = logging.getLogger(__name__)
+
+_WARMUP_QUERY = "how does warm-up work"
+_WARMUP_PASSAGES = (
+    "Warm-up runs one small batch at start.",
+    "The first request should not pay for lazy initialisation of kernels, thread pools and caches, "
+    "so the scorer runs a small batch of pairs of different lengths before it takes traffic.",
+)
+
+
+class LocalScorer:
+    """A cross-encoder in this process, behind the :class:`~bridge.scoring.base.Scorer` interface."""
+
+    def __init__(self, name: str, settings: ModelSettings, observer: ScoringObserver | None = None) -> None:
+        if settings.remote is not None:
+            raise ValueError(f"model {name!r} is configured as remote; use RemoteScorer")
+        self.name = name
+        self.settings = settings
+        self._observer: ScoringObserver = observer or NullObserver()
+        self._cache = ScoreCache(settings.cache_size)
+        self.model: CrossEncoderModel | None = None
+        self._batcher: Batcher | None = None
+
+    async def start(self) -> None:
+        """Load the model off the event loop, start the worker, and warm up through the real path."""
+        if self._batcher is not None:
+            return
+        started = time.perf_counter()
+        self.model = await asyncio.to_thread(CrossEncoderModel, self.name, self.settings)
+        self._batcher = Batcher(
+            self.name,
+            self.model,
+            max_wait_ms=self.settings.max_wait_ms,
+            max_queue_pairs=self.settings.max_queue_pairs,
+            observer=self._observer,
+        )
+        self._batcher.start()
+        if self.settings.warmup:
+            # Through the worker thread on purpose: its thread pools and kernels are the ones that need warming.
+            await self._batcher.submit(_WARMUP_QUERY, list(_WARMUP_PASSAGES))
+        log.info("scorer %s: ready in %.1f s", self.name, time.perf_counter() - started)
+
+    @property
+    def stats(self) -> BatcherStats:
+        if self._batcher is None:
+            raise ScoringError(f"scorer {self.name} is not started")
+        return self._batcher.stats
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    async def score(self, query: str, passages: Sequence[str]) -> list[float]:
+        batcher = self._batcher
+        if batcher is None:
+            raise ScoringError(f"scorer {self.name} is not started")
+
+        async def compute(missing: list[str]) -> list[float]:
+            return await batcher.submit(query, missing)
+
+        return await score_through_cache(self._cache, self.name, query, passages, compute, self._observer)
+
+    async def close(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.close()
+            self._batcher = None
+        if self.model is not None:
+            self.model.close()
+            self.model = None
+        self._cache.clear()

@@ -1,0 +1,296 @@
+"""One Hugging Face cross-encoder in this process: tokenise pairs, run batches, turn logits into scores.
+
+Everything here is synchronous and meant for the scorer's worker thread; the asyncio side lives in
+:mod:`bridge.scoring.batcher`. Tokenisation and the forward pass are separate steps so that the batcher can
+tokenise each pair once, sort by length and pad each batch only to its own longest pair.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers.utils import cached_file
+
+from bridge.scoring.activation import OutputRule, load_st_config, resolve_output
+from bridge.scoring.base import ModelConfigError
+from bridge.scoring.chunking import PairTemplate, window_spans
+from bridge.scoring.device import Placement, choose_placement
+from bridge.scoring.settings import ModelSettings
+
+log = logging.getLogger(__name__)
+
+GPU_BATCH_TOKENS = 16384
+CPU_BATCH_TOKENS = 4096
+
+
+@dataclass(slots=True)
+class Encoded:
+    """One model input: a (query, passage) pair, or one window of a long passage."""
+
+    passage: int
+    input_ids: list[int]
+    token_type_ids: list[int] | None
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def padded_tokens(batch: Sequence[Encoded]) -> int:
+    """What a batch costs the model: every row is padded to the longest one."""
+    return len(batch) * max((len(item) for item in batch), default=0)
+
+
+def _model_limit(tokenizer: Any, config: Any) -> int:
+    """The longest pair the model takes: the tokenizer's limit capped by the position table (as s-t does)."""
+    limit = int(getattr(tokenizer, "model_max_length", 0) or 0)
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0 and (limit <= 0 or limit > positions):
+        limit = positions
+    if limit <= 0 or limit > 1_000_000:
+        raise ModelConfigError("the model declares no maximum input length; set max_length")
+    return limit
+
+
+def _limit_threads(configured: int | None) -> str:
+    """Size torch's CPU thread pool to the cores this process may use (containers often allow fewer)."""
+    if configured is not None:
+        torch.set_num_threads(configured)
+        return f"threads {configured}: configured"
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable = os.cpu_count() or 1
+    current = torch.get_num_threads()
+    if current > usable:
+        torch.set_num_threads(usable)
+        return f"threads {usable}: torch wanted {current}, this process may use {usable} cores"
+    return f"threads {current}: torch default ({usable} usable cores)"
+
+
+class CrossEncoderModel:
+    """A sequence-classification model plus its tokenizer, scoring exactly like sentence-transformers.
+
+    Loading is synchronous (seconds); construct it in a worker thread when an event loop is running.
+    """
+
+    def __init__(self, name: str, settings: ModelSettings) -> None:
+        self.name = name
+        self.settings = settings
+        self.placement: Placement = choose_placement(settings.device, settings.dtype, settings.quantize)
+        common: dict[str, Any] = {
+            "revision": settings.revision,
+            "trust_remote_code": settings.trust_remote_code,
+        }
+        self.tokenizer = AutoTokenizer.from_pretrained(settings.source, **common)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            settings.source, dtype=self.placement.weights_dtype, **common
+        )
+        model.eval()
+        model.to(self.placement.device)
+        if self.placement.quantize_int8:
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        self.model: Any = model
+        self.config = model.config
+
+        st_path = cached_file(
+            settings.source,
+            "config_sentence_transformers.json",
+            revision=settings.revision,
+            _raise_exceptions_for_missing_entries=False,
+            _raise_exceptions_for_connection_errors=False,
+        )
+        self.output: OutputRule = resolve_output(
+            self.config,
+            activation=settings.activation,
+            label=settings.label,
+            st_config=load_st_config(st_path),
+            trust_remote_code=settings.trust_remote_code,
+            model=name,
+        )
+
+        limit = _model_limit(self.tokenizer, self.config)
+        if settings.max_length is not None and settings.max_length > limit:
+            log.warning(
+                "model %s: max_length %d exceeds the model's %d; using %d",
+                name,
+                settings.max_length,
+                limit,
+                limit,
+            )
+        self.max_length = min(settings.max_length or limit, limit)
+        on_cpu = self.placement.device.type == "cpu"
+        self.max_batch_tokens = settings.max_batch_tokens or (
+            CPU_BATCH_TOKENS if on_cpu else GPU_BATCH_TOKENS
+        )
+        if self.max_batch_tokens < self.max_length:
+            # A single longest pair must always fit in one batch.
+            self.max_batch_tokens = self.max_length
+
+        self._uses_token_types = "token_type_ids" in getattr(self.tokenizer, "model_input_names", ())
+        pad_id = self.tokenizer.pad_token_id
+        self._pad_id = int(pad_id) if pad_id is not None else 0
+        self._pad_left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        self._template = (
+            PairTemplate.from_tokenizer(self.tokenizer) if settings.long_documents == "chunk" else None
+        )
+        self.labels = self.output.labels
+
+        threads = _limit_threads(settings.threads) if on_cpu else None
+        for reason in self.placement.reasons:
+            log.info("model %s: %s", name, reason)
+        if threads:
+            log.info("model %s: %s", name, threads)
+        log.info(
+            "model %s: loaded %s on %s; output %s; max_length %d (%s), batches up to %d padded tokens",
+            name,
+            settings.source,
+            self.placement.describe(),
+            self.output.description,
+            self.max_length,
+            settings.long_documents,
+            self.max_batch_tokens,
+        )
+
+    # -- tokenisation ------------------------------------------------------------------------------------
+
+    def encode(self, query: str, passages: Sequence[str]) -> list[Encoded]:
+        """Tokenise each pair once; in ``chunk`` mode a long passage yields several windows."""
+        if not passages:
+            return []
+        if self._template is not None:
+            return self._encode_windows(query, passages)
+        encoded = self.tokenizer(
+            [query] * len(passages),
+            list(passages),
+            truncation="longest_first",
+            max_length=self.max_length,
+            return_attention_mask=False,
+            return_token_type_ids=self._uses_token_types,
+        )
+        type_ids = encoded["token_type_ids"] if self._uses_token_types else [None] * len(passages)
+        return [
+            Encoded(i, ids, types)
+            for i, (ids, types) in enumerate(zip(encoded["input_ids"], type_ids, strict=True))
+        ]
+
+    def _encode_windows(self, query: str, passages: Sequence[str]) -> list[Encoded]:
+        template = self._template
+        assert template is not None
+        room = self.max_length - template.special_tokens
+        query_ids = self.tokenizer(query, add_special_tokens=False)["input_ids"]
+        # A long query may take at most half the room, so passages keep windows worth scoring.
+        if len(query_ids) > room // 2:
+            query_ids = query_ids[: room // 2]
+        size = room - len(query_ids)
+        passage_ids = self.tokenizer(
+            list(passages),
+            add_special_tokens=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+            verbose=False,
+        )["input_ids"]
+        items: list[Encoded] = []
+        for index, ids in enumerate(passage_ids):
+            for start, end in window_spans(
+                len(ids), size, self.settings.chunk_stride, self.settings.max_chunks
+            ):
+                input_ids, types = template.build(query_ids, ids[start:end])
+                items.append(Encoded(index, input_ids, types if self._uses_token_types else None))
+        return items
+
+    # -- inference ---------------------------------------------------------------------------------------
+
+    def _collate(self, batch: Sequence[Encoded]) -> dict[str, torch.Tensor]:
+        rows, width = len(batch), max(len(item) for item in batch)
+        ids = np.full((rows, width), self._pad_id, dtype=np.int64)
+        mask = np.zeros((rows, width), dtype=np.int64)
+        types = np.zeros((rows, width), dtype=np.int64) if self._uses_token_types else None
+        for row, item in enumerate(batch):
+            n = len(item)
+            span = slice(width - n, width) if self._pad_left else slice(0, n)
+            ids[row, span] = item.input_ids
+            mask[row, span] = 1
+            if types is not None and item.token_type_ids is not None:
+                types[row, span] = item.token_type_ids
+        device = self.placement.device
+        non_blocking = device.type == "cuda"
+        features = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+        if types is not None:
+            features["token_type_ids"] = torch.from_numpy(types)
+        if device.type != "cpu":
+            features = {
+                k: v.pin_memory().to(device, non_blocking=non_blocking) if non_blocking else v.to(device)
+                for k, v in features.items()
+            }
+        return features
+
+    @contextlib.contextmanager
+    def _precision(self) -> Iterator[None]:
+        if self.placement.autocast is not None:
+            with torch.autocast(self.placement.device.type, dtype=self.placement.autocast):
+                yield
+        else:
+            yield
+
+    def logits(self, batch: Sequence[Encoded]) -> torch.Tensor:
+        """Raw logits ``[rows, labels]`` for one batch (float32, on the CPU)."""
+        features = self._collate(batch)
+        try:
+            with torch.inference_mode(), self._precision():
+                out = self.model(**features).logits
+            return out.float().cpu()
+        except torch.cuda.OutOfMemoryError:
+            # Leave the allocator clean so the next (maybe smaller) batch can still run.
+            torch.cuda.empty_cache()
+            raise
+
+    def score_batch(self, batch: Sequence[Encoded]) -> list[float]:
+        """One score per item, the configured activation and label applied."""
+        scores: list[float] = self.output.scores(self.logits(batch)).tolist()
+        return scores
+
+    # -- synchronous convenience (warm-up, tools, tests) ---------------------------------------------------
+
+    def _batches(self, items: list[Encoded]) -> Iterator[list[Encoded]]:
+        order = sorted(items, key=len)
+        batch: list[Encoded] = []
+        for item in order:
+            if batch and (len(batch) + 1) * len(item) > self.max_batch_tokens:
+                yield batch
+                batch = []
+            batch.append(item)
+        if batch:
+            yield batch
+
+    def predict(self, query: str, passages: Sequence[str]) -> list[float]:
+        """Scores for one query's passages, blocking; long passages by their best window when chunking."""
+        best = [float("-inf")] * len(passages)
+        for batch in self._batches(self.encode(query, passages)):
+            for item, score in zip(batch, self.score_batch(batch), strict=True):
+                best[item.passage] = max(best[item.passage], score)
+        return best
+
+    def probabilities(self, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:
+        """Every label's output per pair, ``[pairs, labels]`` (softmax probabilities for NLI models)."""
+        rows = []
+        for index, (query, passage) in enumerate(pairs):
+            item = self.encode(query, [passage])[0]
+            rows.append(Encoded(index, item.input_ids, item.token_type_ids))
+        out = torch.empty((len(pairs), len(self.labels)))
+        for batch in self._batches(rows):
+            out[[item.passage for item in batch]] = self.output.probabilities(self.logits(batch))
+        return out
+
+    def close(self) -> None:
+        """Drop the weights (and the GPU memory they hold)."""
+        self.model = None
+        if self.placement.device.type == "cuda":
+            torch.cuda.empty_cache()
