@@ -54,6 +54,9 @@ class SearchInterceptor:
             return None
         raw = await self._read_body(request)
         query = QueryString.parse(request.raw_path.partition("?")[2])
+        if raw.strip() and "json" not in request.headers.get("Content-Type", "").lower():
+            # YAML, CBOR, Smile or an unsupported type: the engine reads it (or refuses it) itself.
+            return await self._untouched(request, endpoint, raw, "not_json")
         if _plainly_passthrough(self.settings, endpoint, query, _decoded(request, raw)):
             return await self._untouched(request, endpoint, raw, "no_rule")
         handlers = {
@@ -77,10 +80,10 @@ class SearchInterceptor:
         if isinstance(decision, Skip):
             return await self._skipped(request, endpoint, raw, decision)
         path = endpoint.path("_search") + decision.upstream_query.render()
-        return await self._run_planned(request, endpoint, path, decision)
+        return await self._run_planned(request, endpoint, path, decision, raw)
 
     async def _run_planned(
-        self, request: web.Request, endpoint: SearchEndpoint, path: str, plan: Plan
+        self, request: web.Request, endpoint: SearchEndpoint, path: str, plan: Plan, raw: bytes
     ) -> web.StreamResponse:
         started = time.perf_counter()
         status, headers, payload = await self.upstream.fetch_json(
@@ -90,9 +93,9 @@ class SearchInterceptor:
         self.metrics.upstream_latency.labels(endpoint.route).observe(upstream_ms / 1000)
         response = _json_object(payload) if status == 200 else None
         if response is None or not isinstance(response.get("hits"), dict):
-            # The engine's own error (or an answer the bridge cannot read) goes back as it came.
-            self._count("skipped", endpoint.route, "engine_error")
-            return _raw_response(status, headers, payload)
+            # The engine refused the rewritten search: ask it the client's own bytes, so its error (positions
+            # in the body included) is exactly the one the client would have had. Searches change nothing.
+            return await self._untouched(request, endpoint, raw, "engine_error")
         answer, outcome = await self.reranker.apply(plan, response)
         self._record(request, endpoint, outcome, upstream_ms)
         return self._json_response(request, 200, headers, answer, outcome, upstream_ms)
@@ -116,7 +119,7 @@ class SearchInterceptor:
             # The rendered body carried ext.rerank (or the URL ?rerank): run it cleaned, as a plain search.
             return await self._skipped(request, endpoint, raw, decision, api_path="_search")
         path = endpoint.path("_search") + decision.upstream_query.render()
-        return await self._run_planned(request, endpoint, path, decision)
+        return await self._run_planned(request, endpoint, path, decision, raw)
 
     # --- _msearch and _msearch/template --------------------------------------------------------------------
 
@@ -135,7 +138,7 @@ class SearchInterceptor:
         lines = [
             (item.header_line, _upstream_line(item, d)) for item, d in zip(items, decisions, strict=True)
         ]
-        return await self._run_multi(request, endpoint, query, "_msearch", lines, decisions)
+        return await self._run_multi(request, endpoint, query, "_msearch", lines, decisions, raw)
 
     async def _msearch_template(
         self, request: web.Request, endpoint: SearchEndpoint, query: QueryString, raw: bytes
@@ -171,9 +174,8 @@ class SearchInterceptor:
             self._fetch_multi(request, endpoint, query, "_msearch/template", template_lines),
         )
         upstream_ms = (time.perf_counter() - started) * 1000
-        for failed in (searched, templated):
-            if isinstance(failed, web.Response):
-                return failed
+        if any(fetched is False for fetched in (searched, templated)):
+            return await self._untouched(request, endpoint, raw, "engine_error")
         responses: list[Any] = [None] * len(items)
         took = 0
         engine_headers: CIMultiDict[str] = CIMultiDict()
@@ -195,13 +197,13 @@ class SearchInterceptor:
         api: str,
         lines: list[tuple[bytes, bytes]],
         decisions: list[Plan | Skip],
+        raw: bytes,
     ) -> web.StreamResponse:
         started = time.perf_counter()
         fetched = await self._fetch_multi(request, endpoint, query, api, lines)
         upstream_ms = (time.perf_counter() - started) * 1000
         if not isinstance(fetched, tuple):
-            assert fetched is not None
-            return fetched
+            return await self._untouched(request, endpoint, raw, "engine_error")
         return await self._answer_multi(request, endpoint, query, fetched, decisions, upstream_ms)
 
     async def _fetch_multi(
@@ -211,10 +213,10 @@ class SearchInterceptor:
         query: QueryString,
         api: str,
         lines: list[tuple[bytes, bytes]],
-    ) -> tuple[dict[str, Any], CIMultiDict[str]] | web.Response | None:
-        """The engine's parsed answer and headers, its raw answer when it is an error, None when no lines."""
+    ) -> tuple[dict[str, Any], CIMultiDict[str]] | bool:
+        """The engine's parsed answer and headers; False when it refused, True when there was nothing to ask."""
         if not lines:
-            return None
+            return True
         path = endpoint.path(api) + query.without({"rerank", "filter_path"}).render()
         headers = self._json_headers(request)
         headers["Content-Type"] = request.headers.get("Content-Type", "application/x-ndjson")
@@ -223,7 +225,7 @@ class SearchInterceptor:
         )
         result = _json_object(payload) if status == 200 else None
         if result is None or not isinstance(result.get("responses"), list):
-            return _raw_response(status, response_headers, payload)
+            return False
         return result, response_headers
 
     async def _answer_multi(
@@ -434,12 +436,6 @@ def _multi_outcome(outcomes: list[Outcome]) -> Outcome | None:
             True, models, sum(o.window for o in applied), model_ms=max(o.model_ms for o in outcomes)
         )
     return Outcome(False, outcomes[0].model, 0, outcomes[0].reason, max(o.model_ms for o in outcomes))
-
-
-def _raw_response(status: int, headers: CIMultiDict[str], payload: bytes) -> web.Response:
-    response = web.Response(status=status, body=payload)
-    response.headers.extend(end_to_end(headers, drop=frozenset({"content-length"})))
-    return response
 
 
 def _too_large(size: int, limit: int) -> BridgeHTTPError:

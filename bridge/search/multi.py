@@ -24,9 +24,10 @@ class MultiItem:
 
 def parse_multi(raw: bytes) -> list[MultiItem] | None:
     """The items, or None when the bridge cannot read them (the engine then answers its own error)."""
+    if not raw.endswith(b"\n"):
+        return None  # the engine insists on a final newline
     lines = raw.split(b"\n")
-    if lines and lines[-1].strip() == b"":
-        lines.pop()
+    lines.pop()
     if len(lines) % 2:
         return None
     items = []

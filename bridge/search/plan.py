@@ -52,16 +52,16 @@ class Plan:
     upstream_query: QueryString
 
 
-def _int_param(name: str, value: Any, default: int) -> int:
+def _int_param(value: Any, default: int) -> int | None:
+    """A paging number, or None when it is not one (the engine then answers its own error)."""
     if value is None:
         return default
     if isinstance(value, bool):
-        raise bad_request(f"[{name}] must be a number, got [{value}]")
+        return None
     try:
-        number = int(value)
-    except (TypeError, ValueError) as error:
-        raise bad_request(f"Failed to parse int parameter [{name}] with value [{value}]") from error
-    return number
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _score_sort_only(sort: Any) -> bool | None:
@@ -159,9 +159,11 @@ def plan_search(
 
     body_size = body.get("size") if body else None
     body_from = body.get("from") if body else None
-    size = _int_param("size", query.get("size") if query.has("size") else body_size, 10)
-    offset = _int_param("from", query.get("from") if query.has("from") else body_from, 0)
-    if size <= 0:
+    size = _int_param(query.get("size") if query.has("size") else body_size, 10)
+    offset = _int_param(query.get("from") if query.has("from") else body_from, 0)
+    if size is None or offset is None or offset < 0 or size < 0:
+        return skip("invalid_paging")
+    if size == 0:
         return skip("size_zero")
     if query.has("scroll"):
         return skip("scroll")
