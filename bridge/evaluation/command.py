@@ -184,7 +184,10 @@ def resolve_model(
     if wanted is None:
         name = settings.default_model()
         if name is None:
-            raise ConfigError("no model: pass --model NAME_OR_PATH, or configure models in --config")
+            raise ConfigError(
+                "no model: pass --model NAME_OR_PATH, or configure models in --config "
+                "(with --bridge, it is the model the exactness check loads)"
+            )
         model = settings.models[name]
     elif wanted in settings.models:
         name, model = wanted, settings.models[wanted]

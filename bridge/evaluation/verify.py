@@ -250,6 +250,8 @@ async def verify_sample(
     pairs: list[tuple[float, float]] = []
     for query_id, ids, logits in scored:
         answer = bridge_answers[query_id]
+        if not (answer.x_rerank or "").startswith("applied"):
+            continue  # the engine's scores say nothing about the model's scale
         by_id = dict(zip(ids, logits, strict=True))
         pairs.extend(
             (by_id[d], float(s))
@@ -260,6 +262,11 @@ async def verify_sample(
     report = VerifyReport(reference.source, tolerance, reference.max_length, score_transform=transform)
     for query_id, ids, logits in scored:
         answer = bridge_answers[query_id]
+        if not (answer.x_rerank or "").startswith("applied"):
+            # The engine's order can match the model's by chance (few hits); it still proves nothing.
+            problem = f"not reranked (X-Rerank: {answer.x_rerank or 'absent'})"
+            report.checks.append(QueryCheck(query_id, len(ids), False, False, 0, {"problem": problem}))
+            continue
         on_scale = [apply_transform(transform, value) for value in logits]
         report.checks.append(
             check_query(query_id, ids, on_scale, answer.ids, tolerance, answer.scores[: len(ids)])

@@ -1,10 +1,11 @@
 """Many concurrent requests in, few dense model calls out.
 
-Requests from the event loop go into one bounded queue; a dedicated worker thread takes them in arrival order
-into a *pool* of tokenised pairs (capped at a window of a few batches), keeps the pool sorted by length and runs
-one batch at a time: the pool's oldest pair plus its nearest neighbours in length, up to the token budget counted
-as padded tokens. Mixing callers this way pads each batch hardly at all, while "oldest pair first" keeps
-completion roughly first-come first-served, so no request starves behind a stream of others.
+Requests from the event loop go into one bounded queue. A dedicated worker thread takes them in arrival order into
+a *pool* of tokenised pairs (admission stops at a window of a few batches' worth of tokens), keeps the pool sorted
+by length, and plans batches over it: consecutive runs of the sorted pool, chosen to waste the fewest padded
+tokens while staying under the token budget (:func:`plan_batches`). It runs the planned batch that holds the
+pool's oldest pair, so completion stays roughly first-come first-served and nothing starves, while pairs from
+different callers that have similar lengths share batches: the more callers, the less padding.
 
 Everything slow (tokenising, the forward pass) happens on the worker thread; the event loop only enqueues and
 receives results. A cancelled request's pairs leave the queue and the pool before they are scored.
@@ -23,6 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
+
 from bridge.scoring.base import NullObserver, QueueFullError, ScoringError, ScoringObserver
 from bridge.scoring.model import Encoded, padded_tokens
 
@@ -31,6 +34,42 @@ log = logging.getLogger(__name__)
 # The pool admits new requests while it holds fewer than this many batches' worth of tokens: enough to sort
 # several callers' pairs together, few enough that a request waits for a handful of batches, not the backlog.
 WINDOW_BATCHES = 16
+
+
+# A model call costs a fixed overhead besides its tokens (kernel launches, Python, thread wake-ups); the planner
+# counts it as this fraction of the batch budget, so it splits batches only where padding costs more than a call.
+CALL_OVERHEAD_DIVISOR = 16
+
+
+def plan_batches(lengths: Sequence[int], budget: int, overhead: int) -> list[int]:
+    """Split ascending ``lengths`` into consecutive batches; returns the batch sizes.
+
+    Minimises the padded tokens (rows x longest row) plus ``overhead`` per batch, with no batch over ``budget``
+    padded tokens (an item longer than the budget still gets a batch of its own). Dynamic programming over the
+    sorted lengths: best[i] = min over j of best[j] + overhead + (i - j) * lengths[i - 1].
+    """
+    n = len(lengths)
+    if n == 0:
+        return []
+    widths = np.asarray(lengths, dtype=np.int64)
+    best = np.zeros(n + 1, dtype=np.int64)
+    start = np.zeros(n + 1, dtype=np.int64)
+    for i in range(1, n + 1):
+        width = int(widths[i - 1])
+        rows = max(1, budget // max(width, 1))
+        j0 = max(0, i - rows)
+        costs = best[j0:i] + overhead + (i - np.arange(j0, i)) * width
+        k = int(np.argmin(costs))
+        best[i] = costs[k]
+        start[i] = j0 + k
+    sizes: list[int] = []
+    i = n
+    while i > 0:
+        j = int(start[i])
+        sizes.append(i - j)
+        i = j
+    sizes.reverse()
+    return sizes
 
 
 class BatchEngine(Protocol):
@@ -117,6 +156,7 @@ class Batcher:
         # Worker-thread state.
         self._pool: list[_Item] = []
         self._pool_tokens = 0
+        self._segments: list[int] | None = None  # planned batch sizes over the sorted pool
         self._seq = 0
         self._batches = 0
         self._items_scored = 0
@@ -222,6 +262,7 @@ class Batcher:
             self._deliver(request, None, error)
             return
         request.remaining = len(encoded)
+        self._segments = None
         for item in encoded:
             self._seq += 1
             bisect.insort(self._pool, _Item(len(item), self._seq, request, item))
@@ -234,6 +275,7 @@ class Batcher:
             return
         gone = {id(item.request): item.request for item in self._pool if item.request.cancelled}
         self._pool = [item for item in self._pool if not item.request.cancelled]
+        self._segments = None
         self._pool_tokens = sum(item.length for item in self._pool)
         with self._cond:
             for request in gone.values():
@@ -241,17 +283,21 @@ class Batcher:
                 self._dropped += len(request.passages)
 
     def _plan(self) -> tuple[int, int]:
-        """Pool slice ``[lo, hi)`` for the next batch: the oldest item and its neighbours in length."""
+        """Pool slice ``[lo, hi)`` for the next batch: the planned batch that holds the oldest item."""
         pool = self._pool
-        budget = self._engine.max_batch_tokens
+        if self._segments is None:
+            budget = self._engine.max_batch_tokens
+            self._segments = plan_batches(
+                [item.length for item in pool], budget, budget // CALL_OVERHEAD_DIVISOR
+            )
         oldest = min(range(len(pool)), key=lambda i: pool[i].seq)
-        lo, hi = oldest, oldest + 1
-        # Shorter neighbours first: they do not raise the batch's padded width.
-        while lo > 0 and (hi - lo + 1) * pool[hi - 1].length <= budget:
-            lo -= 1
-        while hi < len(pool) and (hi - lo + 1) * pool[hi].length <= budget:
-            hi += 1
-        return lo, hi
+        lo = 0
+        for index, size in enumerate(self._segments):
+            if oldest < lo + size:
+                del self._segments[index]
+                return lo, lo + size
+            lo += size
+        raise AssertionError("batch plan does not cover the pool")
 
     def _run_batch(self, lo: int, hi: int) -> None:
         items = self._pool[lo:hi]
@@ -290,6 +336,7 @@ class Batcher:
         kept = [item for item in self._pool if id(item.request) not in failed]
         self._pool_tokens = sum(item.length for item in kept)
         self._pool = kept
+        self._segments = None
         kind = (
             "ran out of memory" if isinstance(exc, MemoryError) or "out of memory" in str(exc) else "failed"
         )
@@ -314,10 +361,14 @@ class Batcher:
                     continue
                 lo, hi = self._plan()
                 whole_pool = lo == 0 and hi == len(self._pool)
-                if whole_pool and self._pool_tokens < self._engine.max_batch_tokens:
+                if (
+                    whole_pool
+                    and padded_tokens([item.encoded for item in self._pool]) < self._engine.max_batch_tokens
+                ):
                     oldest = min(self._pool, key=lambda item: item.seq).request.arrival
                     wait = oldest + self._max_wait - time.monotonic()
                     if wait > 0:
+                        self._segments = None
                         with self._cond:
                             if not self._pending and not self._stopping:
                                 self._cond.wait(wait)

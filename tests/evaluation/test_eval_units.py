@@ -225,3 +225,40 @@ def test_table_and_plot(tmp_path: Path) -> None:
     assert "3/3 sampled windows" in text
     plot_ndcg_change(report, tmp_path / "plot.png")
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class FakeReference:
+    """Scores a passage by its length, as a stand-in for the transformers model."""
+
+    source = "fake"
+    max_length = 512
+
+    def score(self, query: str, passages: list[str]) -> list[float]:
+        return [float(len(p)) for p in passages]
+
+
+async def test_verify_sample_checks_order_scale_and_that_the_bridge_reranked() -> None:
+    from bridge.evaluation.verify import verify_sample
+
+    hits = [{"_id": d, "_source": {"title": "", "text": "x" * n}} for d, n in (("a", 1), ("b", 3), ("c", 2))]
+
+    async def fetch_window(text: str) -> list[dict[str, object]]:
+        return hits
+
+    sig = [apply_transform("sigmoid", v) for v in (3.0, 2.0, 1.0)]
+    answers = {
+        "q1": Answer(ids=["b", "c", "a"], scores=sig, x_rerank="applied; model=m; window=3"),
+        "q2": Answer(ids=["a", "b", "c"], scores=[sig[2], sig[0], sig[1]], x_rerank="applied; model=m; window=3"),
+        "q3": Answer(ids=["b", "c", "a"], scores=[9.0, 8.0, 7.0], x_rerank="skipped; reason=timeout"),
+    }
+    queries = {"q1": "one", "q2": "two", "q3": "three"}
+    report = await verify_sample(
+        ["q1", "q2", "q3"], queries, answers, fetch_window, FakeReference(),  # type: ignore[arg-type]
+        ["title", "text"], "\n", 1e-4,
+    )
+    result = report.as_dict()
+    assert result["bridge_score_vs_reference"]["transform"] == "sigmoid"
+    assert (result["queries"], result["agree"], result["exact"], result["all_agree"]) == (3, 1, 1, False)
+    problems = {d["query_id"]: d["violation"] for d in result["disagreements"]}
+    assert problems["q2"]["better_left_out"] == "b"
+    assert problems["q3"] == {"problem": "not reranked (X-Rerank: skipped; reason=timeout)"}

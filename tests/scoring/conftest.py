@@ -1,0 +1,131 @@
+"""Fixtures for the scoring engine: tiny random cross-encoders built on the fly, the shared trained model."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED_MODEL = REPO.parent / "shared" / "models" / "minilm-l6-ce-v1"
+
+WORDS = (
+    "the of and a to in is was for on that with as by at from it an be this are or which who what where when "
+    "how many people live population museums city million known well berlin paris registered inhabitants area "
+    "square kilometers man eating pizza eats something black race car starts up front crowd driving down lonely "
+    "road aircraft wing flow pressure heat boundary layer shock wave physics electron theory model search engine "
+    "query passage document relevant weather lovely today sunny outside"
+).split()
+
+NLI_LABELS = ("contradiction", "entailment", "neutral")
+
+
+def build_cross_encoder(
+    directory: Path,
+    *,
+    labels: tuple[str, ...] = ("relevance",),
+    config_extra: Mapping[str, Any] | None = None,
+    st_config: Mapping[str, Any] | None = None,
+    max_positions: int = 128,
+    seed: int = 0,
+) -> Path:
+    """Save a random-weight BERT sequence classifier plus a small WordPiece tokenizer into ``directory``."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(WORDS))]
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab += [c for c in letters if c not in vocab] + [f"##{c}" for c in letters]
+    vocab += [str(d) for d in range(10)] + [f"##{d}" for d in range(10)] + [".", ",", "?", "!", "-", "'"]
+    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True)
+    tokenizer.model_max_length = max_positions
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=max_positions,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+        **dict(config_extra or {}),
+    )
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(config)
+    model.eval()
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    if st_config is not None:
+        (directory / "config_sentence_transformers.json").write_text(json.dumps(st_config), encoding="utf-8")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_ce(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """1 label, no activation named: sentence-transformers applies a sigmoid."""
+    return build_cross_encoder(tmp_path_factory.mktemp("tiny-ce"))
+
+
+@pytest.fixture(scope="session")
+def tiny_ce_identity(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """1 label naming the identity, like the ms-marco cross-encoders: raw logits."""
+    return build_cross_encoder(
+        tmp_path_factory.mktemp("tiny-ce-identity"),
+        config_extra={"sentence_transformers": {"activation_fn": "torch.nn.modules.linear.Identity"}},
+        seed=1,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_nli(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 labels (contradiction, entailment, neutral), trained for a moment to separate two example pairs."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    directory = build_cross_encoder(tmp_path_factory.mktemp("tiny-nli"), labels=NLI_LABELS, seed=2)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    model = AutoModelForSequenceClassification.from_pretrained(directory)
+    examples = [
+        ("a man is eating pizza", "a man eats something", "entailment"),
+        ("a black race car starts up in front of a crowd of people", "a man is driving down a lonely road",
+         "contradiction"),
+        ("the weather is lovely today", "it is sunny outside", "neutral"),
+    ]
+    batch = tokenizer([a for a, _, _ in examples], [b for _, b, _ in examples], padding=True, return_tensors="pt")
+    targets = torch.tensor([NLI_LABELS.index(label) for _, _, label in examples])
+    torch.manual_seed(0)
+    model.train()
+    optimiser = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    for _ in range(60):
+        optimiser.zero_grad()
+        loss = model(**batch, labels=targets).loss
+        loss.backward()
+        optimiser.step()
+    model.eval()
+    model.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def real_model() -> Path:
+    if not (SHARED_MODEL / "config.json").is_file():
+        pytest.skip(f"the trained test model {SHARED_MODEL} is not present (../shared/models)")
+    return SHARED_MODEL
+
+
+@pytest.fixture(scope="session")
+def st_cross_encoder() -> Any:
+    """``CrossEncoder`` loader, float32 on the CPU: the reference the scorer must match."""
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    def load(path: Path) -> Any:
+        return CrossEncoder(str(path), device="cpu", model_kwargs={"dtype": torch.float32})
+
+    return load
