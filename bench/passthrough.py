@@ -13,49 +13,15 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
+import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import aiohttp
+from harness import engine_url, start_bridge, stop_bridge
 
 REPO = Path(__file__).resolve().parent.parent
 INDEX = "bench-passthrough"
-
-
-def engine_url(given: str | None) -> str:
-    if given:
-        return given.rstrip("/")
-    url = os.environ.get("OPENSEARCH_URL", "http://127.0.0.1:9200")
-    try:
-        urllib.request.urlopen(url, timeout=2).read()
-    except OSError:
-        out = subprocess.run(
-            [str(REPO / "scripts" / "opensearch.sh"), "start"], check=True, capture_output=True, text=True
-        )
-        url = out.stdout.strip().splitlines()[-1]
-    return url
-
-
-def start_bridge(upstream: str, port: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "BRIDGE_UPSTREAM__URL": upstream,
-        "BRIDGE_SERVER__PORT": str(port),
-        "BRIDGE_LOG_LEVEL": "warning",
-    }
-    process = subprocess.Popen([sys.executable, "-m", "bridge", "serve"], env=env)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/_bridge/health", timeout=1).read()
-            return process
-        except OSError:
-            time.sleep(0.2)
-    process.kill()
-    raise SystemExit("the bridge did not start")
 
 
 async def prepare(url: str) -> None:
@@ -115,7 +81,15 @@ async def main() -> None:
     args = parser.parse_args()
     upstream = engine_url(args.upstream)
     await prepare(upstream)
-    bridge = start_bridge(upstream, args.port)
+    scratch = Path(tempfile.mkdtemp())
+    bridge = start_bridge(
+        {
+            "upstream": {"url": upstream},
+            "server": {"host": "127.0.0.1", "port": args.port},
+            "log_level": "warning",
+        },
+        scratch,
+    )
     bridged_url = f"http://127.0.0.1:{args.port}"
     rows = []
     try:
@@ -134,8 +108,7 @@ async def main() -> None:
                     }
                 )
     finally:
-        bridge.terminate()
-        bridge.wait(timeout=30)
+        stop_bridge(bridge)
 
     print(
         f"machine: {platform.machine()} {os.cpu_count()} cores, python {platform.python_version()}; "

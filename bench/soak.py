@@ -16,79 +16,56 @@ import os
 import platform
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from harness import engine_url, start_bridge, stop_bridge
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 RULED, PLAIN = "soak-ruled", "soak-plain"
-WORDS = "wind flow pressure wing shock heat boundary layer laminar turbulent nozzle drag lift vortex jet".split()
+WORDS = (
+    "wind flow pressure wing shock heat boundary layer laminar turbulent nozzle drag lift vortex jet".split()
+)
 JSON_HEADERS = {"Content-Type": "application/json"}
 WINDOW = 30
-
-
-def engine_url(given: str | None) -> str:
-    if given:
-        return given.rstrip("/")
-    url = os.environ.get("OPENSEARCH_URL", "http://127.0.0.1:9200")
-    try:
-        urllib.request.urlopen(url, timeout=2).read()
-    except OSError:
-        script = REPO / "scripts" / "opensearch.sh"
-        url = subprocess.run([str(script), "start"], check=True, capture_output=True, text=True).stdout.strip()
-    return url
 
 
 async def prepare(url: str) -> None:
     async with aiohttp.ClientSession() as http:
         for index, count in ((RULED, 400), (PLAIN, 200)):
             await http.delete(f"{url}/{index}")
-            await http.put(f"{url}/{index}", json={"settings": {"number_of_replicas": 0, "number_of_shards": 1}})
+            await http.put(
+                f"{url}/{index}", json={"settings": {"number_of_replicas": 0, "number_of_shards": 1}}
+            )
             lines = []
             for i in range(count):
                 words = [WORDS[(i * 7 + k * 3) % len(WORDS)] for k in range(5 + i % 20)]
-                lines += [json.dumps({"index": {"_index": index, "_id": str(i)}}),
-                          json.dumps({"title": " ".join(words[:4]), "text": " ".join(words), "n": i})]
-            async with http.post(f"{url}/_bulk?refresh=true", data="\n".join(lines) + "\n",
-                                 headers={"Content-Type": "application/x-ndjson"}) as response:
+                lines += [
+                    json.dumps({"index": {"_index": index, "_id": str(i)}}),
+                    json.dumps({"title": " ".join(words[:4]), "text": " ".join(words), "n": i}),
+                ]
+            async with http.post(
+                f"{url}/_bulk?refresh=true",
+                data="\n".join(lines) + "\n",
+                headers={"Content-Type": "application/x-ndjson"},
+            ) as response:
                 assert response.status == 200
-
-
-def start_bridge(upstream: str, model: Path, port: int, config_dir: Path) -> subprocess.Popen[bytes]:
-    config = config_dir / "soak.yaml"
-    config.write_text(json.dumps({
-        "upstream": {"url": upstream},
-        "server": {"host": "127.0.0.1", "port": port},
-        "models": {"soak": {"source": str(model), "max_wait_ms": 2}},
-        "rules": [{"indices": ["soak-ruled*"], "fields": ["title", "text"], "window": WINDOW, "timeout_ms": 5000}],
-        "log_level": "warning",
-    }))
-    process = subprocess.Popen([sys.executable, "-m", "bridge", "serve", "--config", str(config)])
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/_bridge/ready", timeout=1).read()
-            return process
-        except OSError:
-            time.sleep(0.3)
-    process.kill()
-    raise SystemExit("the bridge did not become ready")
 
 
 def request_for(i: int) -> tuple[str, str, str, bytes | None, dict[str, str]]:
     """(kind, method, path, body, headers) for request number i: a fixed, repeatable mix."""
     word = WORDS[i % len(WORDS)]
     other = WORDS[(i * 5 + 1) % len(WORDS)]
-    search = json.dumps({"query": {"match": {"text": f"{word} {other}"}}, "size": 10, "from": (i % 3) * 10}).encode()
+    search = json.dumps(
+        {"query": {"match": {"text": f"{word} {other}"}}, "size": 10, "from": (i % 3) * 10}
+    ).encode()
     kind = i % 20
     if kind < 6:
         return "passthrough", "POST", f"/{PLAIN}/_search", search, JSON_HEADERS
@@ -132,8 +109,9 @@ async def run(bridge: str, engine: str, total: int, concurrency: int) -> dict[st
     numbers = iter(range(total))
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency * 2)) as http:
 
-        async def call(base: str, method: str, path: str, body: bytes | None,
-                       headers: dict[str, str]) -> tuple[int, bytes, str]:
+        async def call(
+            base: str, method: str, path: str, body: bytes | None, headers: dict[str, str]
+        ) -> tuple[int, bytes, str]:
             async with http.request(method, base + path, data=body, headers=headers) as response:
                 return response.status, await response.read(), response.headers.get("X-Rerank", "")
 
@@ -161,24 +139,31 @@ async def run(bridge: str, engine: str, total: int, concurrency: int) -> dict[st
                 search = json.loads(body or b"{}") if kind == "reranked" else None
                 if kind == "reranked":
                     assert search is not None
-                    _, window_raw, _ = await call(engine, "POST", path, json.dumps(window_for(search)).encode(),
-                                                  JSON_HEADERS)
+                    _, window_raw, _ = await call(
+                        engine, "POST", path, json.dumps(window_for(search)).encode(), JSON_HEADERS
+                    )
                     _, page_raw, _ = await call(engine, method, path, body, headers)
-                    if status != 200 or not same_search(json.loads(raw), json.loads(window_raw),
-                                                        json.loads(page_raw)):
+                    if status != 200 or not same_search(
+                        json.loads(raw), json.loads(window_raw), json.loads(page_raw)
+                    ):
                         mismatches.append(f"{i} reranked {path}")
                     continue
                 answer = json.loads(raw)["responses"] if status == 200 else []
                 item = json.loads((body or b"").split(b"\n")[1])
-                _, window_raw, _ = await call(engine, "POST", f"/{RULED}/_search",
-                                              json.dumps(window_for(item)).encode(), JSON_HEADERS)
-                _, page_raw, _ = await call(engine, "POST", f"/{RULED}/_search", json.dumps(item).encode(),
-                                            JSON_HEADERS)
-                _, plain_raw, _ = await call(engine, "POST", f"/{PLAIN}/_search", json.dumps(item).encode(),
-                                             JSON_HEADERS)
-                ok = (len(answer) == 2
-                      and same_search(answer[0], json.loads(window_raw), json.loads(page_raw))
-                      and answer[1]["hits"] == json.loads(plain_raw)["hits"])
+                _, window_raw, _ = await call(
+                    engine, "POST", f"/{RULED}/_search", json.dumps(window_for(item)).encode(), JSON_HEADERS
+                )
+                _, page_raw, _ = await call(
+                    engine, "POST", f"/{RULED}/_search", json.dumps(item).encode(), JSON_HEADERS
+                )
+                _, plain_raw, _ = await call(
+                    engine, "POST", f"/{PLAIN}/_search", json.dumps(item).encode(), JSON_HEADERS
+                )
+                ok = (
+                    len(answer) == 2
+                    and same_search(answer[0], json.loads(window_raw), json.loads(page_raw))
+                    and answer[1]["hits"] == json.loads(plain_raw)["hits"]
+                )
                 if not ok:
                     mismatches.append(f"{i} msearch")
 
@@ -186,8 +171,13 @@ async def run(bridge: str, engine: str, total: int, concurrency: int) -> dict[st
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         seconds = time.perf_counter() - begin
     quantiles = statistics.quantiles(latencies, n=100, method="inclusive")
-    return {"counts": counts, "mismatches": mismatches, "seconds": seconds, "p50": quantiles[49],
-            "p99": quantiles[98]}
+    return {
+        "counts": counts,
+        "mismatches": mismatches,
+        "seconds": seconds,
+        "p50": quantiles[49],
+        "p99": quantiles[98],
+    }
 
 
 async def main() -> None:
@@ -206,16 +196,33 @@ async def main() -> None:
             from tests.tiny_models import build_tiny_cross_encoder
 
             model = build_tiny_cross_encoder(Path(scratch))
-        bridge = start_bridge(engine, model, args.port, Path(scratch))
+        bridge = start_bridge(
+            {
+                "upstream": {"url": engine},
+                "server": {"host": "127.0.0.1", "port": args.port},
+                "models": {"soak": {"source": str(model), "max_wait_ms": 2}},
+                "rules": [
+                    {
+                        "indices": ["soak-ruled*"],
+                        "fields": ["title", "text"],
+                        "window": WINDOW,
+                        "timeout_ms": 5000,
+                    }
+                ],
+                "log_level": "warning",
+            },
+            Path(scratch),
+        )
         try:
             result = await run(f"http://127.0.0.1:{args.port}", engine, args.requests, args.concurrency)
         finally:
-            bridge.terminate()
-            bridge.wait(timeout=60)
+            stop_bridge(bridge)
     counts = result["counts"]
     print(f"machine: {platform.machine()} {os.cpu_count()} cores; engine, bridge and load share them")
-    print(f"{args.requests} requests at concurrency {args.concurrency} in {result['seconds']:.1f}s "
-          f"({args.requests / result['seconds']:.0f} req/s through the bridge, each also checked on the engine)")
+    print(
+        f"{args.requests} requests at concurrency {args.concurrency} in {result['seconds']:.1f}s "
+        f"({args.requests / result['seconds']:.0f} req/s through the bridge, each also checked on the engine)"
+    )
     print(f"{'kind':<14}{'count':>8}")
     for kind in ("passthrough", "reranked", "msearch", "error"):
         print(f"{kind:<14}{counts[kind]:>8}")
@@ -225,9 +232,18 @@ async def main() -> None:
     print(f"latency through the bridge: p50 {result['p50']:.1f} ms, p99 {result['p99']:.1f} ms")
     for line in result["mismatches"][:10]:
         print("  mismatch:", line)
-    print(json.dumps({"requests": args.requests, "errors": counts["errors"], "mismatches": len(result["mismatches"]),
-                      "fail_opens": counts["fail_open"], "p50_ms": round(result["p50"], 2),
-                      "p99_ms": round(result["p99"], 2)}))
+    print(
+        json.dumps(
+            {
+                "requests": args.requests,
+                "errors": counts["errors"],
+                "mismatches": len(result["mismatches"]),
+                "fail_opens": counts["fail_open"],
+                "p50_ms": round(result["p50"], 2),
+                "p99_ms": round(result["p99"], 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

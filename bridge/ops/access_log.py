@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from bridge.ops.metrics import Metrics
 
@@ -17,7 +18,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 decision_key = web.RequestKey("rerank_decision", dict)
 
 
-def access_log(metrics: Metrics) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def access_log(metrics: Metrics) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
@@ -29,17 +30,22 @@ def access_log(metrics: Metrics) -> Callable[[web.Request, Handler], Awaitable[w
             return response
         finally:
             metrics.in_flight.dec()
-            decision = request.get(decision_key, {"outcome": "passthrough"})
-            log.info(
-                "request",
-                extra={
-                    "request_id": request.headers.get("X-Opaque-Id") or uuid.uuid4().hex[:16],
-                    "method": request.method,
-                    "path": request.path,
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                    **decision,
-                },
-            )
+            if log.isEnabledFor(logging.INFO):
+                _log_line(request, status, started)
 
     return middleware
+
+
+def _log_line(request: web.Request, status: int, started: float) -> None:
+    decision = request.get(decision_key, {"outcome": "passthrough"})
+    log.info(
+        "request",
+        extra={
+            "request_id": request.headers.get("X-Opaque-Id") or uuid.uuid4().hex[:16],
+            "method": request.method,
+            "path": request.path,
+            "status": status,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            **decision,
+        },
+    )

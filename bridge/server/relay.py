@@ -7,12 +7,14 @@ import logging
 import aiohttp
 from aiohttp import web
 
+from bridge.errors import BridgeHTTPError
 from bridge.server.upstream import Upstream, end_to_end
 
 log = logging.getLogger(__name__)
 
 # aiohttp writes its own framing; the engine's length is restored explicitly where the body is unchanged.
 _FRAMING = frozenset({"content-length"})
+_SMALL = 256 * 1024
 
 
 async def relay(
@@ -38,11 +40,24 @@ async def relay(
     else:
         data = None
     async with upstream.request(request.method, path or request.raw_path, headers, data) as answer:
-        response = web.StreamResponse(status=answer.status, reason=answer.reason)
-        response.headers.extend(end_to_end(answer.headers, drop=_FRAMING))
+        headers = end_to_end(answer.headers, drop=_FRAMING)
         length = answer.headers.get("Content-Length")
-        if length is not None and length.isdigit():
-            response.content_length = int(length)
+        known = int(length) if length is not None and length.isdigit() else None
+        if request.method != "HEAD" and known is not None and known <= _SMALL:
+            # Most answers are small: one read and one write beat a streamed copy.
+            try:
+                payload = await answer.read()
+            except (aiohttp.ClientPayloadError, aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as error:
+                raise BridgeHTTPError(
+                    502, "upstream_unavailable_exception", "the search engine broke off its answer"
+                ) from error
+            small = web.Response(status=answer.status, reason=answer.reason, body=payload)
+            small.headers.extend(headers)
+            return small
+        response = web.StreamResponse(status=answer.status, reason=answer.reason)
+        response.headers.extend(headers)
+        if known is not None:
+            response.content_length = known
         await response.prepare(request)
         if request.method == "HEAD":
             return response

@@ -69,10 +69,14 @@ async def test_one_json_log_line_per_request_without_credentials(
 
     caplog.set_level(logging.INFO, logger="bridge.access")
     secret = "Basic c2VjcmV0OnNlY3JldA=="
-    async with running_bridge(Settings(upstream={"url": slow_engine})) as url, aiohttp.ClientSession() as http:
-        async with http.post(url + "/books/_search?q=private", json={"query": {"match": {"t": "body-text"}}},
-                             headers={"X-Opaque-Id": "req-42", "Authorization": secret}) as response:
-            assert response.status == 200
+    body = {"query": {"match": {"t": "body-text"}}}
+    headers = {"X-Opaque-Id": "req-42", "Authorization": secret}
+    async with (
+        running_bridge(Settings(upstream={"url": slow_engine})) as url,
+        aiohttp.ClientSession() as http,
+        http.post(url + "/books/_search?q=private", json=body, headers=headers) as response,
+    ):
+        assert response.status == 200
     records = [r for r in caplog.records if r.name == "bridge.access"]
     assert len(records) == 1
     line = json.loads(JsonFormatter().format(records[0]))
