@@ -399,3 +399,22 @@ async def test_fail_open_gives_engine_order(
         # The rerank step gives up at the rule's timeout; the engine's own fetch comes on top.
         assert 300 <= float(timings["rerank"]) <= 300 + 100
         assert elapsed * 1000 <= float(timings["upstream"]) + 300 + 100 + 50
+
+
+async def test_previous_score_and_metrics(opensearch_url: str, tiny_model: Path, indices: None) -> None:
+    settings = settings_for(opensearch_url, tiny_model, keep_previous_score=True, previous_score_field="bm25")
+    async with running_bridge(settings) as url, aiohttp.ClientSession() as http:
+        _, direct, _ = await search(http, opensearch_url, RULED, {"query": QUERY, "size": 50})
+        engine_scores = {hit["_id"]: hit["_score"] for hit in direct["hits"]["hits"]}
+        for page in range(2):
+            status, answer, _ = await search(http, url, RULED, {"query": QUERY, "size": 10, "from": page * 10})
+            assert status == 200
+            for hit in answer["hits"]["hits"]:
+                assert hit["fields"]["bm25"] == [engine_scores[hit["_id"]]]
+        async with http.get(f"{url}/_bridge/metrics") as response:
+            metrics = await response.text()
+    assert 'rerank_bridge_requests_total{outcome="reranked",reason="",route="_search"} 2.0' in metrics
+    # page 2 rescored nothing: the window's 50 pairs came from the cache
+    assert 'rerank_bridge_score_cache_hits_total{model="tiny"} 50.0' in metrics
+    assert 'rerank_bridge_batch_pairs_count{model="tiny"}' in metrics
+    assert 'rerank_bridge_rerank_duration_seconds_count{model="tiny"} 2.0' in metrics
