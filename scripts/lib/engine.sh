@@ -1,0 +1,419 @@
+# shellcheck shell=bash
+# Shared machinery of scripts/opensearch.sh and scripts/elasticsearch.sh:
+# both run a search engine's Maven Central "integ-test zip" as a loopback-only
+# single node, without Docker, in the same way. Sourced, never executed.
+#
+# Why a library: the two scripts differ only in the engine's coordinates,
+# module assembly, launcher environment and config extras; everything else
+# (process handling, Java choice, Maven fetching, run dir, commands) lives here
+# so that a fix to one engine's lifecycle reaches the other.
+#
+# The sourcing script sets, then calls set_engine_paths:
+#   ENGINE_ID          "opensearch" / "elasticsearch": cache, dist and pidfile names
+#   ENGINE_NAME        "OpenSearch" / "Elasticsearch" (messages)
+#   ENGINE_TAG         script name used as log prefix, e.g. "opensearch.sh"
+#   ENGINE_ENV_PREFIX  "OPENSEARCH" / "ELASTICSEARCH": names $PREFIX_PORT and
+#                      $PREFIX_JAVA_HOME in messages and the JDK lookup
+#   ENGINE_VERSION ENGINE_USER PORT RUN_ROOT START_TIMEOUT
+#   JAVA_MIN JAVA_MAX  supported Java majors (inclusive)
+#   DIST_COORDS        Maven coordinates of the integ-test zip
+#   MODULE_GROUP       Maven group of the extra modules
+#   MODULE_POM_PREFIX  artifactId prefix of the throwaway module poms
+#   SERVER_GROUP SERVER_ARTIFACT  the server jar, excluded from module deps
+#   MODULES            extra modules, one "folder|artifactId|class|extended|description" a line
+# optionally:
+#   UNSUPPORTED_REASON non-empty: `start` refuses with this message
+#   LOG_TAIL_EXCLUDE   grep -v pattern applied to log tails (e.g. stack frames)
+# and defines these functions:
+#   healthy            exit 0 when $URL is our engine and at least yellow
+#   launch_node JDK    calls run_launcher with the engine's env and launcher
+#   write_descriptor DIR NAME CLASS EXTENDED DESCRIPTION, write_security_policy DIR NAME
+#   prepare_run_dir    built from copy_home_dir, reset_run_state, write_node_config, own_run_dir
+
+DEP_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
+# shellcheck disable=SC2034 # used by the scripts' launch_node
+JAVA_OPTS_DEFAULT="-Xms512m -Xmx512m" # small machine
+
+set_engine_paths() {
+    # One cache and run-dir layout for both engines, so the paths cannot drift.
+    CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/rerank-bridge/$ENGINE_ID"
+    M2_REPO="$CACHE_DIR/m2"                # private Maven repo: the cache is self-contained
+    DIST_NAME="$ENGINE_ID-$ENGINE_VERSION" # the integ-test zip's file name and top folder
+    DIST_DIR="$CACHE_DIR/$DIST_NAME"       # assembled distribution (zip + modules)
+    RUN_DIR="$RUN_ROOT/$PORT"              # copy of DIST_DIR + data/logs, owned by $ENGINE_USER
+    HOME_DIR="$RUN_DIR/home"
+    PID_FILE="$RUN_DIR/$ENGINE_ID.pid"
+    URL="http://127.0.0.1:$PORT"
+}
+
+log() { printf '[%s] %s\n' "$ENGINE_TAG" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# Timing for the "healthy after N s" message.
+now() { date +%s.%N; }
+elapsed_since() { awk -v s="$1" -v e="$(now)" 'BEGIN { printf "%.1f", e - s }'; }
+
+# Root must hand the node to a service user (the launchers refuse root).
+is_root() { [ "$(id -u)" -eq 0 ]; }
+
+port_in_use() {
+    # bash's /dev/tcp: no extra tool needed to see whether anything listens.
+    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null
+}
+
+running_pid() {
+    # Prints the pid from the pidfile when that process is alive, so that
+    # stop/status only ever touch the node this script started on $PORT.
+    local pid
+    [ -f "$PID_FILE" ] || return 1
+    pid="$(cat "$PID_FILE" 2>/dev/null || true)"
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+# ---------------------------------------------------------------- Java
+
+java_major() {
+    # "17.0.15" -> 17, "1.8.0_x" -> 8
+    "$1/bin/java" -version 2>&1 | awk -F'"' '/version/ { split($2, v, "."); print (v[1] == "1" ? v[2] : v[1]); exit }'
+}
+
+pick_java_home() {
+    # Both engines rely on the security manager (gone in Java 24) and have a
+    # minimum Java, so an env JDK outside JAVA_MIN..JAVA_MAX falls back to
+    # /usr/lib/jvm's Java 17, then to the `java` on PATH.
+    local candidate major java_home_var="${ENGINE_ENV_PREFIX}_JAVA_HOME"
+    for candidate in "${!java_home_var:-}" "${JAVA_HOME:-}" \
+        /usr/lib/jvm/java-17-openjdk-amd64 /usr/lib/jvm/java-17-openjdk-arm64 /usr/lib/jvm/java-17-openjdk \
+        "$(dirname "$(dirname "$(readlink -f "$(command -v java 2>/dev/null || echo /nonexistent)")")")"; do
+        if [ -z "$candidate" ] || [ ! -x "$candidate/bin/java" ]; then
+            continue
+        fi
+        major="$(java_major "$candidate")"
+        if [ -n "$major" ] && [ "$major" -ge "$JAVA_MIN" ] && [ "$major" -le "$JAVA_MAX" ]; then
+            echo "$candidate"
+            return 0
+        fi
+        log "skipping JDK $candidate (Java $major; $ENGINE_NAME $ENGINE_VERSION needs $JAVA_MIN..$JAVA_MAX)"
+    done
+    die "no Java $JAVA_MIN..$JAVA_MAX found; set $java_home_var"
+}
+
+# ---------------------------------------------------------------- download
+
+mvn_run() {
+    # Quiet on success; on failure show Maven's output (it prints stray colour
+    # codes even in batch mode, hence the log file and the sed). The private
+    # repo under $CACHE_DIR keeps the cache self-contained.
+    command -v mvn >/dev/null || die "mvn not found (apt-get install maven)"
+    local out="$CACHE_DIR/mvn.log"
+    if ! mvn -B -q -Dmaven.repo.local="$M2_REPO" "$@" >"$out" 2>&1; then
+        sed -E 's/\x1b\[[0-9;]*m//g' "$out" | tail -n 30 >&2
+        return 1
+    fi
+}
+
+distribution_stamp() {
+    # What $DIST_DIR is built from: a changed module list rebuilds it.
+    printf '%s\n%s' "$ENGINE_VERSION" "$MODULES" | sha256sum | cut -d' ' -f1
+}
+
+distribution_is_current() {
+    # An unchanged stamp means the cached distribution is used offline.
+    local stamp="$DIST_DIR/.rerank-bridge-stamp"
+    [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$(distribution_stamp)" ]
+}
+
+stamp_distribution() {
+    # Written last, so an interrupted build is redone on the next start.
+    distribution_stamp >"$DIST_DIR/.rerank-bridge-stamp"
+}
+
+unpack_integ_test_zip() {
+    # Fetches the integ-test zip once (kept in download/) and unpacks it as a
+    # fresh $DIST_DIR; unzip when present, else Python's zipfile.
+    local zip
+    log "preparing $ENGINE_NAME $ENGINE_VERSION in $DIST_DIR (one-time download from Maven Central)"
+    mkdir -p "$CACHE_DIR/download"
+    zip="$CACHE_DIR/download/$DIST_NAME.zip"
+    if [ ! -s "$zip" ]; then
+        mvn_run "$DEP_PLUGIN:copy" \
+            -Dartifact="$DIST_COORDS" \
+            -DoutputDirectory="$CACHE_DIR/download" ||
+            die "could not fetch $DIST_COORDS"
+    fi
+    rm -rf "$DIST_DIR" "$CACHE_DIR/extract"
+    mkdir -p "$CACHE_DIR/extract"
+    if command -v unzip >/dev/null; then
+        unzip -q "$zip" -d "$CACHE_DIR/extract"
+    else
+        python3 -m zipfile -e "$zip" "$CACHE_DIR/extract"
+    fi
+    mv "$CACHE_DIR/extract/$DIST_NAME" "$DIST_DIR"
+    rmdir "$CACHE_DIR/extract"
+    chmod +x "$DIST_DIR"/bin/* # python's zipfile drops the exec bits
+    if [ -d "$DIST_DIR/jdk" ]; then
+        rm -rf "$DIST_DIR/jdk" # never bundled in integ-test zips; be sure we use ours
+    fi
+}
+
+module_pom() {
+    # A throwaway pom whose only dependency is the module jar, so that
+    # copy-dependencies brings its runtime deps transitively. The server jar is
+    # excluded: it is in lib/ already (OpenSearch's lang-painless spi drags it,
+    # and all of lib/, in).
+    local artifact="$1"
+    cat <<EOF
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.rerank-bridge</groupId>
+  <artifactId>$MODULE_POM_PREFIX-$artifact</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>$MODULE_GROUP</groupId>
+      <artifactId>$artifact</artifactId>
+      <version>$ENGINE_VERSION</version>
+      <exclusions>
+        <exclusion><groupId>$SERVER_GROUP</groupId><artifactId>$SERVER_ARTIFACT</artifactId></exclusion>
+      </exclusions>
+    </dependency>
+  </dependencies>
+</project>
+EOF
+}
+
+jar_basename() {
+    # "log4j-api-2.25.4.jar" -> "log4j-api", "zstd-jni-1.5.5-5.jar" -> "zstd-jni"
+    basename "$1" | sed -E 's/-[0-9].*\.jar$//'
+}
+
+drop_jars_already_in_lib() {
+    # The server's lib/ is the parent class loader of every module: a second
+    # copy of one of its jars in a module is "jar hell" and the node refuses to start.
+    local module_dir="$1" jar base
+    for jar in "$module_dir"/*.jar; do
+        base="$(jar_basename "$jar")"
+        if compgen -G "$DIST_DIR/lib/$base-[0-9]*.jar" >/dev/null; then
+            rm -f "$jar"
+        fi
+    done
+}
+
+install_module() {
+    # Module jars on Maven Central are bare: fetch one with its runtime deps,
+    # then add what the engine's own packaging would have added (the script's
+    # descriptor and security policy).
+    local name="$1" artifact="$2" classname="$3" extended="$4" description="$5"
+    local work="$CACHE_DIR/work/$name" dir="$DIST_DIR/modules/$name"
+    rm -rf "$work" "$dir"
+    mkdir -p "$work" "$dir"
+    module_pom "$artifact" >"$work/pom.xml"
+    mvn_run -f "$work/pom.xml" "$DEP_PLUGIN:copy-dependencies" \
+        -DincludeScope=runtime -DoutputDirectory="$dir" ||
+        die "could not fetch $MODULE_GROUP:$artifact:$ENGINE_VERSION and its dependencies"
+    drop_jars_already_in_lib "$dir"
+    write_descriptor "$dir" "$name" "$classname" "$extended" "$description"
+    write_security_policy "$dir" "$name"
+    # shellcheck disable=SC2012 # jar names are plain; ls gives a sorted, readable list
+    log "  module $name: $(cd "$dir" && ls -- *.jar | tr '\n' ' ')"
+}
+
+install_modules() {
+    # Every line of $MODULES becomes a module under $DIST_DIR/modules.
+    local name artifact classname extended description
+    while IFS='|' read -r name artifact classname extended description; do
+        [ -n "$name" ] || continue
+        install_module "$name" "$artifact" "$classname" "$extended" "$description"
+    done <<<"$MODULES"
+}
+
+ensure_distribution() {
+    # Builds $DIST_DIR once: the integ-test zip plus $MODULES.
+    distribution_is_current && return 0
+    unpack_integ_test_zip
+    install_modules
+    stamp_distribution
+}
+
+# ---------------------------------------------------------------- run dir
+
+ensure_user() {
+    # The launchers refuse to run as root ("can not run ... as root").
+    if ! id "$ENGINE_USER" >/dev/null 2>&1; then
+        log "creating system user $ENGINE_USER"
+        useradd --system --no-create-home --shell /usr/sbin/nologin "$ENGINE_USER"
+    fi
+}
+
+copy_home_dir() {
+    # A private copy per port: the cache may sit under /root (unreadable to the
+    # service user), and what the node writes must be writable by it. Recopied
+    # only when the distribution changed.
+    mkdir -p "$RUN_ROOT"
+    chmod 755 "$RUN_ROOT"
+    if ! cmp -s "$DIST_DIR/.rerank-bridge-stamp" "$HOME_DIR/.rerank-bridge-stamp"; then
+        rm -rf "$HOME_DIR"
+        mkdir -p "$RUN_DIR"
+        cp -a "$DIST_DIR" "$HOME_DIR"
+    fi
+}
+
+reset_run_state() {
+    # Data is fresh on every start: tests create their own indices.
+    rm -rf "$RUN_DIR/data" "$RUN_DIR/logs" "$RUN_DIR/tmp" "$PID_FILE"
+    mkdir -p "$RUN_DIR/data" "$RUN_DIR/logs" "$RUN_DIR/tmp"
+}
+
+write_node_config() {
+    # The settings both engines share, written to the given config file.
+    cat >"$1" <<EOF
+# Written by scripts/$ENGINE_TAG: loopback-only single node for tests.
+cluster.name: rerank-bridge
+node.name: rerank-bridge-$PORT
+path.data: $RUN_DIR/data
+path.logs: $RUN_DIR/logs
+network.host: 127.0.0.1
+http.port: $PORT
+discovery.type: single-node
+# Small shared disks must not turn indices read-only mid-test.
+cluster.routing.allocation.disk.threshold_enabled: false
+action.auto_create_index: true
+EOF
+}
+
+own_run_dir() {
+    # Hands the run dir to the service user that the node runs as under root.
+    if is_root; then
+        chown -R "$ENGINE_USER:" "$RUN_DIR"
+    fi
+}
+
+# ---------------------------------------------------------------- commands
+
+print_log_tail() {
+    # Shown before dying, so a failed start explains itself on stderr.
+    local f
+    for f in "$RUN_DIR/launcher.log" "$RUN_DIR/logs/rerank-bridge.log"; do
+        [ -s "$f" ] || continue
+        log "---- last lines of $f"
+        if [ -n "${LOG_TAIL_EXCLUDE:-}" ]; then
+            grep -v "$LOG_TAIL_EXCLUDE" "$f" | tail -n 40 >&2
+        else
+            tail -n 40 "$f" >&2
+        fi
+    done
+}
+
+run_launcher() {
+    # Runs the engine's daemonizing launcher ("$@", from launch_node) as the
+    # service user when root. From the home dir: jvm.options uses relative
+    # paths (logs/gc.log).
+    local -a launch=("$@")
+    if is_root; then
+        launch=(runuser -u "$ENGINE_USER" -- "${launch[@]}")
+    fi
+    if ! (cd "$HOME_DIR" && "${launch[@]}" >"$RUN_DIR/launcher.log" 2>&1 </dev/null); then
+        print_log_tail
+        die "launcher failed"
+    fi
+}
+
+cmd_start() {
+    local t0 pid java_home deadline
+    t0="$(now)"
+    [ -z "${UNSUPPORTED_REASON:-}" ] || die "$UNSUPPORTED_REASON"
+    if healthy; then
+        log "already running and healthy at $URL"
+        echo "$URL"
+        return 0
+    fi
+    if ! pid="$(running_pid)"; then
+        if port_in_use; then
+            die "port $PORT is taken by something that is not a healthy $ENGINE_NAME; set ${ENGINE_ENV_PREFIX}_PORT"
+        fi
+        ensure_distribution
+        java_home="$(pick_java_home)"
+        if is_root; then ensure_user; fi
+        prepare_run_dir
+        log "starting $ENGINE_NAME $ENGINE_VERSION on $URL (JDK $java_home)"
+        launch_node "$java_home"
+    else
+        log "process $pid is running; waiting for it to become healthy"
+    fi
+
+    # The node writes its pidfile early and deletes it when it exits, so
+    # remember the pid once seen to notice a node that died while starting.
+    local seen_pid="${pid:-}"
+    deadline=$(($(date +%s) + START_TIMEOUT))
+    until healthy; do
+        if [ "$(date +%s)" -ge "$deadline" ]; then
+            print_log_tail
+            die "not healthy after ${START_TIMEOUT}s (logs in $RUN_DIR/logs)"
+        fi
+        if [ -z "$seen_pid" ] && [ -s "$PID_FILE" ]; then
+            seen_pid="$(cat "$PID_FILE" 2>/dev/null || true)"
+        fi
+        if [ -n "$seen_pid" ] && ! kill -0 "$seen_pid" 2>/dev/null; then
+            print_log_tail
+            die "$ENGINE_NAME exited during startup (logs in $RUN_DIR/logs)"
+        fi
+        sleep 0.5
+    done
+    log "healthy at $URL after $(elapsed_since "$t0")s"
+    echo "$URL"
+}
+
+cmd_stop() {
+    # Only the pidfile's process: a node someone else runs on $PORT is never touched.
+    local pid
+    if ! pid="$(running_pid)"; then
+        log "not running (no live pid in $PID_FILE)"
+        return 0
+    fi
+    log "stopping pid $pid"
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 120); do # up to 60 s for a clean shutdown
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.5
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        log "pid $pid ignored SIGTERM; sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        while kill -0 "$pid" 2>/dev/null; do sleep 0.2; done
+    fi
+    rm -f "$PID_FILE"
+    log "stopped"
+}
+
+cmd_status() {
+    # Exit 0 when healthy, 3 when not (so callers can tell "down" from errors).
+    local pid
+    pid="$(running_pid || true)"
+    if healthy; then
+        log "healthy at $URL${pid:+ (pid $pid)}"
+        curl -fsS -m 5 "$URL/_cluster/health" >&2
+        echo >&2
+        return 0
+    fi
+    if [ -n "$pid" ]; then
+        log "pid $pid is running but $URL is not healthy (yet)"
+    else
+        log "not running on $URL"
+    fi
+    return 3
+}
+
+main() {
+    # stdout carries only the URL; everything else goes to stderr.
+    case "${1:-}" in
+    start) cmd_start ;;
+    stop) cmd_stop ;;
+    url) echo "$URL" ;;
+    status) cmd_status ;;
+    *)
+        echo "usage: $0 {start|stop|url|status}" >&2
+        exit 2
+        ;;
+    esac
+}
