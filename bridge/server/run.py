@@ -29,12 +29,24 @@ def make_runner(app: web.Application, settings: Settings) -> web.AppRunner:
     )
 
 
+class StartupError(Exception):
+    """The bridge cannot start; the message says which part failed."""
+
+
 async def run_until_stopped(settings: Settings) -> None:
     app = create_app(settings)
     runner = make_runner(app, settings)
-    await runner.setup()
+    try:
+        await runner.setup()  # loads and warms the models
+    except Exception as error:
+        await runner.cleanup()
+        raise StartupError(f"cannot load the configured models: {error}") from error
     site = web.TCPSite(runner, settings.server.host, settings.server.port, backlog=1024)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as error:
+        await runner.cleanup()
+        raise StartupError(f"cannot listen on {settings.server.host}:{settings.server.port}: {error}") from error
     log.info(
         "listening",
         extra={
@@ -58,4 +70,8 @@ def serve(settings: Settings) -> None:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    asyncio.run(run_until_stopped(settings))
+    try:
+        asyncio.run(run_until_stopped(settings))
+    except StartupError as error:
+        log.error(str(error))
+        raise SystemExit(1) from error

@@ -41,9 +41,13 @@ class BridgeState:
 
     async def start(self) -> None:
         await self.upstream.start()
-        for name, scorer in self.scorers.items():
-            log.info("loading model", extra={"model": name})
-            await scorer.start()
+        try:
+            for name, scorer in self.scorers.items():
+                log.info("loading model", extra={"model": name})
+                await scorer.start()
+        except BaseException:
+            await self.close()  # aiohttp runs no cleanup for a startup that failed
+            raise
         self.models_ready.set()
 
     async def close(self) -> None:
