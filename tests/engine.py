@@ -21,7 +21,7 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = REPO_ROOT / "scripts" / "opensearch.sh"
@@ -29,7 +29,7 @@ SCRIPT = REPO_ROOT / "scripts" / "opensearch.sh"
 # Docker image used only on the testcontainers path; the script runs 2.19.6.
 DEFAULT_IMAGE = "opensearchproject/opensearch:2.19.1"
 
-_url: Optional[str] = None
+_url: str | None = None
 _container: Any = None  # testcontainers OpenSearchContainer we started
 _script_started = False  # True only when scripts/opensearch.sh start was ours
 
@@ -67,7 +67,7 @@ def stop_opensearch_if_started() -> None:
     _url = None
 
 
-def _from_env() -> Optional[str]:
+def _from_env() -> str | None:
     url = os.environ.get("OPENSEARCH_URL", "").strip()
     return url.rstrip("/") or None
 
@@ -94,7 +94,7 @@ def _docker_answers() -> bool:
         return False
 
 
-def _start_container() -> Optional[str]:
+def _start_container() -> str | None:
     """Start an OpenSearchContainer; None when Docker or testcontainers is missing."""
     global _container
     if not _docker_answers():

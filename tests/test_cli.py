@@ -13,8 +13,13 @@ import pytest
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     import os
 
-    return subprocess.run([sys.executable, "-m", "bridge", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
 
 
 def test_config_check_prints_effective_config_with_secrets_masked(tmp_path: Path) -> None:
@@ -24,8 +29,13 @@ def test_config_check_prints_effective_config_with_secrets_masked(tmp_path: Path
         "models: {minilm: {source: cross-encoder/ms-marco-MiniLM-L-6-v2}}\n"
         "rules: [{indices: ['products*'], fields: [title, description], window: 50}]\n"
     )
-    done = run("config", "check", "--config", str(config), env={"BRIDGE_SERVER__PORT": "9555",
-                                                                "BRIDGE_UPSTREAM__API_KEY": "k3y"})
+    done = run(
+        "config",
+        "check",
+        "--config",
+        str(config),
+        env={"BRIDGE_SERVER__PORT": "9555", "BRIDGE_UPSTREAM__API_KEY": "k3y"},
+    )
     assert done.returncode == 0, done.stderr
     effective = json.loads(done.stdout)
     assert effective["server"]["port"] == 9555
@@ -66,7 +76,9 @@ def test_missing_config_file() -> None:
 
 
 def test_serve_exits_with_a_clear_error_when_a_model_does_not_load() -> None:
-    done = run("serve", env={"BRIDGE_MODELS__BROKEN__SOURCE": "/nonexistent/model-dir", "BRIDGE_SERVER__PORT": "0"})
+    done = run(
+        "serve", env={"BRIDGE_MODELS__BROKEN__SOURCE": "/nonexistent/model-dir", "BRIDGE_SERVER__PORT": "0"}
+    )
     assert done.returncode == 1
     assert "cannot load the configured models" in done.stderr and "Traceback" not in done.stderr
 

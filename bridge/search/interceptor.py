@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 # Headers describing the client's body or the engine's bytes, which the bridge re-encodes itself.
 _BODY_HEADERS = ("Content-Length", "Content-Encoding", "Accept-Encoding")
 _RESPONSE_DROP = frozenset({"content-length", "content-encoding"})
-
+# An _msearch item has no query string of its own: its paging lives in its body.
+_ITEM_QUERY = QueryString(())
 
 
 class SearchInterceptor:
@@ -130,7 +131,7 @@ class SearchInterceptor:
         if items is None:
             return await self._untouched(request, endpoint, raw, "unreadable_body")
         decisions = [
-            plan_search(self.settings, item.index(endpoint.index), _item_query(query, item), item.body)
+            plan_search(self.settings, item.index(endpoint.index), _ITEM_QUERY, item.body)
             for item in items
         ]
         if all(isinstance(d, Skip) and not d.body_changed for d in decisions) and not query.has("rerank"):
@@ -157,7 +158,7 @@ class SearchInterceptor:
                 continue
             params = item.body.get("params") if isinstance(item.body.get("params"), dict) else {}
             decisions.append(
-                plan_search(self.settings, item.index(endpoint.index), _item_query(query, item), body, params)
+                plan_search(self.settings, item.index(endpoint.index), _ITEM_QUERY, body, params)
             )
         if not any(isinstance(d, Plan) for d in decisions):
             return await self._untouched(request, endpoint, raw, "no_rule")
@@ -187,7 +188,9 @@ class SearchInterceptor:
             for i, item_response in zip(indices, result.get("responses", []), strict=False):
                 responses[i] = item_response
         combined = {"took": took, "responses": responses}
-        return await self._answer_multi(request, endpoint, query, (combined, engine_headers), decisions, upstream_ms)
+        return await self._answer_multi(
+            request, endpoint, query, (combined, engine_headers), decisions, upstream_ms
+        )
 
     async def _run_multi(
         self,
@@ -411,11 +414,6 @@ def _decoded(request: web.Request, raw: bytes) -> bytes:
 def _plan(decision: Plan | Skip) -> Plan:
     assert isinstance(decision, Plan)
     return decision
-
-
-def _item_query(query: QueryString, item: MultiItem) -> QueryString:
-    """An ``_msearch`` item has no query string of its own; paging lives in its body."""
-    return QueryString(())
 
 
 def _upstream_line(item: MultiItem, decision: Plan | Skip) -> bytes:

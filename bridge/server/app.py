@@ -29,7 +29,9 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             answer = await state.interceptor.handle(request)
     except TimeoutError as error:
         raise BridgeHTTPError(
-            504, "search_deadline_exceeded_exception", f"the search took longer than the bridge's {deadline}s deadline"
+            504,
+            "search_deadline_exceeded_exception",
+            f"the search took longer than the bridge's {deadline}s deadline",
         ) from error
     if answer is not None:
         return answer

@@ -47,7 +47,11 @@ async def relay(
             # Most answers are small: one read and one write beat a streamed copy.
             try:
                 payload = await answer.read()
-            except (aiohttp.ClientPayloadError, aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as error:
+            except (
+                aiohttp.ClientPayloadError,
+                aiohttp.ClientOSError,
+                aiohttp.ServerDisconnectedError,
+            ) as error:
                 raise BridgeHTTPError(
                     502, "upstream_unavailable_exception", "the search engine broke off its answer"
                 ) from error

@@ -46,7 +46,9 @@ async def run_until_stopped(settings: Settings) -> None:
         await site.start()
     except OSError as error:
         await runner.cleanup()
-        raise StartupError(f"cannot listen on {settings.server.host}:{settings.server.port}: {error}") from error
+        raise StartupError(
+            f"cannot listen on {settings.server.host}:{settings.server.port}: {error}"
+        ) from error
     log.info(
         "listening",
         extra={

@@ -22,9 +22,12 @@ pytestmark = pytest.mark.engine
 
 LOGS, PRODUCTS = "opensearch_dashboards_sample_data_logs", "products"
 HIGHLIGHT_TAG = "@opensearch-dashboards-highlighted-field@"
-RERANKED = {"discover/04-non-time-index-pattern-dql-free-text", "console/01-get-search-with-body-as-typed",
-            "console/02-post-search-user-query-string-kept-pretty-appended",
-            "console/04-msearch-ndjson-sent-as-application-json"}
+RERANKED = {
+    "discover/04-non-time-index-pattern-dql-free-text",
+    "console/01-get-search-with-body-as-typed",
+    "console/02-post-search-user-query-string-kept-pretty-appended",
+    "console/04-msearch-ndjson-sent-as-application-json",
+}
 MUTATING = {"startup/05-ui-settings-update-config-doc", "startup/06-saved-objects-bulk-create-import"}
 UNSENT_HEADERS = {"host", "content-length", "connection"}
 
@@ -37,47 +40,90 @@ def requests_file(shared_dir: Path) -> list[dict[str, Any]]:
 
 
 async def seed(http: aiohttp.ClientSession, url: str) -> None:
-    logs_mapping = {"properties": {
-        "timestamp": {"type": "date"}, "utc_time": {"type": "date"}, "message": {"type": "text"},
-        "machine": {"properties": {"os": {"type": "text", "fields": {"keyword": {"type": "keyword"}}}}},
-        "bytes": {"type": "long"}, "geo": {"properties": {"src": {"type": "keyword"}}},
-        "response": {"type": "keyword"}, "extension": {"type": "keyword"}, "tags": {"type": "keyword"}}}
-    product_mapping = {"properties": {"title": {"type": "text"}, "description": {"type": "text"},
-                                      "brand": {"type": "keyword"}, "price": {"type": "float"}}}
+    logs_mapping = {
+        "properties": {
+            "timestamp": {"type": "date"},
+            "utc_time": {"type": "date"},
+            "message": {"type": "text"},
+            "machine": {"properties": {"os": {"type": "text", "fields": {"keyword": {"type": "keyword"}}}}},
+            "bytes": {"type": "long"},
+            "geo": {"properties": {"src": {"type": "keyword"}}},
+            "response": {"type": "keyword"},
+            "extension": {"type": "keyword"},
+            "tags": {"type": "keyword"},
+        }
+    }
+    product_mapping = {
+        "properties": {
+            "title": {"type": "text"},
+            "description": {"type": "text"},
+            "brand": {"type": "keyword"},
+            "price": {"type": "float"},
+        }
+    }
     for index, mapping in ((LOGS, logs_mapping), (PRODUCTS, product_mapping)):
         await http.delete(f"{url}/{index}")
-        async with http.put(f"{url}/{index}", json={"settings": {"number_of_replicas": 0, "number_of_shards": 1},
-                                                     "mappings": mapping}) as response:
+        async with http.put(
+            f"{url}/{index}",
+            json={"settings": {"number_of_replicas": 0, "number_of_shards": 1}, "mappings": mapping},
+        ) as response:
             assert response.status == 200, await response.text()
     lines = []
     oses = ["win 8", "win xp", "osx", "ios", "windows 10"]
     for i in range(60):
         minute = i % 15
-        doc = {"timestamp": f"2025-05-15T09:{45 + minute:02d}:{i % 60:02d}.000Z",
-               "utc_time": f"2025-05-15T09:{45 + minute:02d}:{i % 60:02d}.000Z",
-               "message": f"GET /page{i}.php {'error' if i % 3 == 0 else 'ok'} response from server",
-               "machine": {"os": oses[i % 5]}, "bytes": 1000 + i * 37, "geo": {"src": ["US", "CN", "IN"][i % 3]},
-               "response": ["200", "503", "404"][i % 3], "extension": ["php", "css", "html"][i % 3],
-               "tags": ["success"] if i % 2 else ["error"]}
+        doc = {
+            "timestamp": f"2025-05-15T09:{45 + minute:02d}:{i % 60:02d}.000Z",
+            "utc_time": f"2025-05-15T09:{45 + minute:02d}:{i % 60:02d}.000Z",
+            "message": f"GET /page{i}.php {'error' if i % 3 == 0 else 'ok'} response from server",
+            "machine": {"os": oses[i % 5]},
+            "bytes": 1000 + i * 37,
+            "geo": {"src": ["US", "CN", "IN"][i % 3]},
+            "response": ["200", "503", "404"][i % 3],
+            "extension": ["php", "css", "html"][i % 3],
+            "tags": ["success"] if i % 2 else ["error"],
+        }
         lines += [json.dumps({"index": {"_index": LOGS, "_id": f"log-{i}"}}), json.dumps(doc)]
-    products = ["wireless headphones with noise cancelling", "wired headphones for studio", "usb c charger 65W",
-                "usb c cable braided", "wireless mouse", "bluetooth speaker wireless", "laptop stand",
-                "usb c hub with hdmi", "headphones case", "wireless charger pad"]
+    products = [
+        "wireless headphones with noise cancelling",
+        "wired headphones for studio",
+        "usb c charger 65W",
+        "usb c cable braided",
+        "wireless mouse",
+        "bluetooth speaker wireless",
+        "laptop stand",
+        "usb c hub with hdmi",
+        "headphones case",
+        "wireless charger pad",
+    ]
     for i in range(40):
         title = products[i % len(products)] + f" model {i}"
-        lines += [json.dumps({"index": {"_index": PRODUCTS, "_id": f"p-{i}"}}),
-                  json.dumps({"title": title, "description": f"{title}: great value, ships fast",
-                              "brand": ["acme", "globex"][i % 2], "price": 10 + i})]
-    async with http.post(f"{url}/_bulk?refresh=true", data="\n".join(lines) + "\n",
-                         headers={"Content-Type": "application/x-ndjson"}) as response:
+        lines += [
+            json.dumps({"index": {"_index": PRODUCTS, "_id": f"p-{i}"}}),
+            json.dumps(
+                {
+                    "title": title,
+                    "description": f"{title}: great value, ships fast",
+                    "brand": ["acme", "globex"][i % 2],
+                    "price": 10 + i,
+                }
+            ),
+        ]
+    async with http.post(
+        f"{url}/_bulk?refresh=true",
+        data="\n".join(lines) + "\n",
+        headers={"Content-Type": "application/x-ndjson"},
+    ) as response:
         assert response.status == 200 and not (await response.json())["errors"]
 
 
 async def reset_kibana(http: aiohttp.ClientSession, url: str) -> None:
     await http.delete(f"{url}/.kibana")
     await http.put(f"{url}/.kibana", json={"settings": {"number_of_replicas": 0, "number_of_shards": 1}})
-    await http.put(f"{url}/.kibana/_doc/config:3.6.0?refresh=true",
-                   json={"type": "config", "config": {"buildNum": 1}, "updated_at": "2025-05-15T09:00:00.000Z"})
+    await http.put(
+        f"{url}/.kibana/_doc/config:3.6.0?refresh=true",
+        json={"type": "config", "config": {"buildNum": 1}, "updated_at": "2025-05-15T09:00:00.000Z"},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -95,18 +141,26 @@ async def bridge(engine: str, tiny_model: Path) -> AsyncIterator[str]:
     settings = Settings(
         upstream={"url": engine},
         models={"tiny": {"source": str(tiny_model), "dtype": "float32"}},
-        rules=[{"indices": [PRODUCTS], "fields": ["title", "description"], "window": 100},
-               {"indices": [LOGS], "fields": ["message"], "window": 100}],
+        rules=[
+            {"indices": [PRODUCTS], "fields": ["title", "description"], "window": 100},
+            {"indices": [LOGS], "fields": ["message"], "window": 100},
+        ],
     )
     async with running_bridge(settings) as url:
         yield url
 
 
-async def send(http: aiohttp.ClientSession, base: str, request: dict[str, Any]) -> tuple[int, bytes, dict[str, str]]:
+async def send(
+    http: aiohttp.ClientSession, base: str, request: dict[str, Any]
+) -> tuple[int, bytes, dict[str, str]]:
     headers = {k: v for k, v in request["headers"].items() if k.lower() not in UNSENT_HEADERS}
     body = request["body"]
-    data = body.encode() if isinstance(body, str) else (json.dumps(body).encode() if body is not None else None)
-    async with http.request(request["method"], base + request["path"], data=data, headers=headers) as response:
+    data = (
+        body.encode() if isinstance(body, str) else (json.dumps(body).encode() if body is not None else None)
+    )
+    async with http.request(
+        request["method"], base + request["path"], data=data, headers=headers
+    ) as response:
         return response.status, await response.read(), dict(response.headers)
 
 
@@ -145,13 +199,17 @@ async def test_every_dashboards_request_goes_through(engine: str, bridge: str, s
 
 def json_shape(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: json_shape(v) for k, v in value.items() if k not in ("took", "max_score", "_score", "sort")}
+        return {
+            k: json_shape(v) for k, v in value.items() if k not in ("took", "max_score", "_score", "sort")
+        }
     if isinstance(value, list):
-        return sorted((json.dumps(json_shape(v), sort_keys=True) for v in value))
+        return sorted(json.dumps(json_shape(v), sort_keys=True) for v in value)
     return value
 
 
-async def test_score_sorted_discover_is_reranked_with_highlights(engine: str, bridge: str, shared_dir: Path) -> None:
+async def test_score_sorted_discover_is_reranked_with_highlights(
+    engine: str, bridge: str, shared_dir: Path
+) -> None:
     request = next(r for r in requests_file(shared_dir) if r["name"].startswith("discover/04"))
     async with aiohttp.ClientSession() as http:
         status, raw, headers = await send(http, bridge, request)

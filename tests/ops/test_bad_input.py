@@ -33,10 +33,17 @@ async def bridge(opensearch_url: str, tiny_model: Path) -> AsyncIterator[str]:
             await http.put(f"{opensearch_url}/{index}", json={"settings": {"number_of_replicas": 0}})
             lines = []
             for i in range(30):
-                lines += [json.dumps({"index": {"_index": index, "_id": str(i)}}),
-                          json.dumps({"title": f"wind tunnel {i}", "text": "flow über ∂ boundary layer " * (i % 4)})]
-            await http.post(f"{opensearch_url}/_bulk?refresh=true", data="\n".join(lines) + "\n",
-                            headers={"Content-Type": "application/x-ndjson"})
+                lines += [
+                    json.dumps({"index": {"_index": index, "_id": str(i)}}),
+                    json.dumps(
+                        {"title": f"wind tunnel {i}", "text": "flow über ∂ boundary layer " * (i % 4)}
+                    ),
+                ]
+            await http.post(
+                f"{opensearch_url}/_bulk?refresh=true",
+                data="\n".join(lines) + "\n",
+                headers={"Content-Type": "application/x-ndjson"},
+            )
     settings_ = Settings(
         upstream={"url": opensearch_url},
         models={"tiny": {"source": str(tiny_model), "dtype": "float32"}},
@@ -50,8 +57,9 @@ async def bridge(opensearch_url: str, tiny_model: Path) -> AsyncIterator[str]:
             await http.delete(f"{opensearch_url}/{index}")
 
 
-async def both(opensearch_url: str, bridge: str, method: str, path: str, data: Any,
-               headers: dict[str, str]) -> tuple[tuple[int, bytes], tuple[int, bytes, dict[str, str]]]:
+async def both(
+    opensearch_url: str, bridge: str, method: str, path: str, data: Any, headers: dict[str, str]
+) -> tuple[tuple[int, bytes], tuple[int, bytes, dict[str, str]]]:
     async with aiohttp.ClientSession() as http:
         async with http.request(method, opensearch_url + path, data=data, headers=headers) as response:
             direct = (response.status, await response.read())
@@ -69,29 +77,64 @@ NDJSON = {"Content-Type": "application/x-ndjson"}
 
 GARBAGE: list[tuple[str, str, bytes, dict[str, str]]] = [
     ("truncated json", f"/{RULED}/_search", b'{"query": {"match": {"title": "wind"', JSON),
-    ("json array", f"/{RULED}/_search", b'[1, 2, 3]', JSON),
+    ("json array", f"/{RULED}/_search", b"[1, 2, 3]", JSON),
     ("json string", f"/{RULED}/_search", b'"just a string"', JSON),
     ("binary", f"/{RULED}/_search", bytes(range(256)) * 4, JSON),
     ("invalid utf-8", f"/{RULED}/_search", b'{"query": {"match": {"title": "\xff\xfe wind"}}}', JSON),
-    ("text/plain", f"/{RULED}/_search", b'{"query": {"match": {"title": "wind"}}}', {"Content-Type": "text/plain"}),
-    ("wrong content type", f"/{RULED}/_search", b'{"query": {"match_all": {}}}',
-     {"Content-Type": "application/x-www-form-urlencoded"}),
+    (
+        "text/plain",
+        f"/{RULED}/_search",
+        b'{"query": {"match": {"title": "wind"}}}',
+        {"Content-Type": "text/plain"},
+    ),
+    (
+        "wrong content type",
+        f"/{RULED}/_search",
+        b'{"query": {"match_all": {}}}',
+        {"Content-Type": "application/x-www-form-urlencoded"},
+    ),
     ("unknown field", f"/{RULED}/_search", b'{"query": {"match": {"title": "wind"}}, "bogus": 1}', JSON),
-    ("size not a number", f"/{RULED}/_search", b'{"query": {"match": {"title": "wind"}}, "size": "ten"}', JSON),
+    (
+        "size not a number",
+        f"/{RULED}/_search",
+        b'{"query": {"match": {"title": "wind"}}, "size": "ten"}',
+        JSON,
+    ),
     ("negative from", f"/{RULED}/_search", b'{"query": {"match": {"title": "wind"}}, "from": -5}', JSON),
-    ("size param not a number", f"/{RULED}/_search?size=abc", b'{"query": {"match": {"title": "wind"}}}', JSON),
-    ("unicode query", f"/{RULED}/_search", json.dumps({"query": {"match": {"title": "über ∂ 风 🌬️"}}}).encode(), JSON),
-    ("msearch odd lines", "/_msearch", b'{"index": "rr-bad"}\n{"query": {"match_all": {}}}\n{"index": "rr-bad"}\n', NDJSON),
+    (
+        "size param not a number",
+        f"/{RULED}/_search?size=abc",
+        b'{"query": {"match": {"title": "wind"}}}',
+        JSON,
+    ),
+    (
+        "unicode query",
+        f"/{RULED}/_search",
+        json.dumps({"query": {"match": {"title": "über ∂ 风 🌬️"}}}).encode(),
+        JSON,
+    ),
+    (
+        "msearch odd lines",
+        "/_msearch",
+        b'{"index": "rr-bad"}\n{"query": {"match_all": {}}}\n{"index": "rr-bad"}\n',
+        NDJSON,
+    ),
     ("msearch bad json line", "/_msearch", b'{"index": "rr-bad"}\n{"query": \n', NDJSON),
-    ("msearch no trailing newline", "/_msearch", b'{"index": "rr-bad"}\n{"query": {"match": {"title": "wind"}}}', NDJSON),
+    (
+        "msearch no trailing newline",
+        "/_msearch",
+        b'{"index": "rr-bad"}\n{"query": {"match": {"title": "wind"}}}',
+        NDJSON,
+    ),
     ("template missing id", f"/{RULED}/_search/template", b'{"id": "no-such-template", "params": {}}', JSON),
     ("template bad json", f"/{RULED}/_search/template", b'{"source": ', JSON),
 ]
 
 
 @pytest.mark.parametrize(("name", "path", "body", "headers"), GARBAGE, ids=[g[0] for g in GARBAGE])
-async def test_garbage_gets_the_engines_answer(opensearch_url: str, bridge: str, name: str, path: str, body: bytes,
-                                               headers: dict[str, str]) -> None:
+async def test_garbage_gets_the_engines_answer(
+    opensearch_url: str, bridge: str, name: str, path: str, body: bytes, headers: dict[str, str]
+) -> None:
     direct, bridged = await both(opensearch_url, bridge, "POST", path, body, headers)
     assert bridged[0] != 500 or direct[0] == 500
     assert bridged[0] == direct[0], (name, direct, bridged[:2])
@@ -101,7 +144,10 @@ async def test_garbage_gets_the_engines_answer(opensearch_url: str, bridge: str,
 
 async def test_oversized_search_is_413_in_the_engine_shape(bridge: str) -> None:
     body = json.dumps({"query": {"match": {"title": "wind " * 60_000}}}).encode()
-    async with aiohttp.ClientSession() as http, http.post(f"{bridge}/{RULED}/_search", data=body, headers=JSON) as r:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{bridge}/{RULED}/_search", data=body, headers=JSON) as r,
+    ):
         assert r.status == 413
         answer = await r.json()
     assert answer["status"] == 413
@@ -112,7 +158,10 @@ async def test_oversized_search_is_413_in_the_engine_shape(bridge: str) -> None:
 async def test_large_bulk_streams_through_without_the_search_limit(opensearch_url: str, bridge: str) -> None:
     lines = []
     for i in range(4000):
-        lines += [json.dumps({"index": {"_index": "bulk-big", "_id": str(i)}}), json.dumps({"text": "x" * 500})]
+        lines += [
+            json.dumps({"index": {"_index": "bulk-big", "_id": str(i)}}),
+            json.dumps({"text": "x" * 500}),
+        ]
     payload = ("\n".join(lines) + "\n").encode()
     assert len(payload) > 2_000_000
     async with aiohttp.ClientSession() as http:
@@ -131,10 +180,27 @@ json_values = st.recursive(
 )
 query_clauses = st.one_of(
     st.fixed_dictionaries({"match": st.fixed_dictionaries({"title": st.text(max_size=20) | json_values})}),
-    st.fixed_dictionaries({"multi_match": st.fixed_dictionaries({"query": st.text(max_size=20),
-                                                                  "fields": st.just(["title", "text"])})}),
-    st.fixed_dictionaries({"bool": st.fixed_dictionaries({"should": st.lists(
-        st.fixed_dictionaries({"match": st.fixed_dictionaries({"text": st.text(max_size=12)})}), max_size=3)})}),
+    st.fixed_dictionaries(
+        {
+            "multi_match": st.fixed_dictionaries(
+                {"query": st.text(max_size=20), "fields": st.just(["title", "text"])}
+            )
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "bool": st.fixed_dictionaries(
+                {
+                    "should": st.lists(
+                        st.fixed_dictionaries(
+                            {"match": st.fixed_dictionaries({"text": st.text(max_size=12)})}
+                        ),
+                        max_size=3,
+                    )
+                }
+            )
+        }
+    ),
     st.dictionaries(st.sampled_from(["match_all", "term", "query_string", "nope"]), json_values, max_size=1),
 )
 search_bodies = st.fixed_dictionaries(

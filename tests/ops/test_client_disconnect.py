@@ -29,15 +29,23 @@ async def test_disconnect_drops_pairs_and_leaks_nothing(opensearch_url: str, sha
         await http.put(f"{opensearch_url}/{INDEX}", json={"settings": {"number_of_replicas": 0}})
         lines = []
         for i in range(WINDOW):
-            lines += [json.dumps({"index": {"_index": INDEX, "_id": str(i)}}),
-                      json.dumps({"text": "wind " + " ".join(rng.choices(words, k=200))})]
-        await http.post(f"{opensearch_url}/_bulk?refresh=true", data="\n".join(lines) + "\n",
-                        headers={"Content-Type": "application/x-ndjson"})
+            lines += [
+                json.dumps({"index": {"_index": INDEX, "_id": str(i)}}),
+                json.dumps({"text": "wind " + " ".join(rng.choices(words, k=200))}),
+            ]
+        await http.post(
+            f"{opensearch_url}/_bulk?refresh=true",
+            data="\n".join(lines) + "\n",
+            headers={"Content-Type": "application/x-ndjson"},
+        )
 
     model = ModelSettings(source=str(shared_model), cache_size=0, max_batch_tokens=4096)
     scorer = LocalScorer("minilm", model)
-    settings = Settings(upstream={"url": opensearch_url}, models={"minilm": model},
-                        rules=[{"indices": [INDEX], "fields": ["text"], "window": WINDOW, "timeout_ms": 60000}])
+    settings = Settings(
+        upstream={"url": opensearch_url},
+        models={"minilm": model},
+        rules=[{"indices": [INDEX], "fields": ["text"], "window": WINDOW, "timeout_ms": 60000}],
+    )
     try:
         async with running_bridge(settings, scorers={"minilm": scorer}) as url:
             before = scorer.stats

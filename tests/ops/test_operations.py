@@ -33,7 +33,10 @@ async def slow_engine() -> AsyncIterator[str]:
 
 
 async def test_health_ready_and_metrics(slow_engine: str) -> None:
-    async with running_bridge(Settings(upstream={"url": slow_engine})) as url, aiohttp.ClientSession() as http:
+    async with (
+        running_bridge(Settings(upstream={"url": slow_engine})) as url,
+        aiohttp.ClientSession() as http,
+    ):
         async with http.get(url + "/_bridge/health") as response:
             assert response.status == 200 and (await response.json())["status"] == "ok"
         async with http.get(url + "/_bridge/ready") as response:
@@ -47,8 +50,13 @@ async def test_health_ready_and_metrics(slow_engine: str) -> None:
             assert response.headers["Content-Type"].startswith("text/plain")
             text = await response.text()
     assert 'rerank_bridge_requests_total{outcome="passthrough",reason="no_rule",route="_search"} 3.0' in text
-    for family in ("rerank_bridge_upstream_request_duration_seconds", "rerank_bridge_requests_in_flight",
-                   "rerank_bridge_fail_open_total", "rerank_bridge_batch_pairs", "rerank_bridge_queue_pairs"):
+    for family in (
+        "rerank_bridge_upstream_request_duration_seconds",
+        "rerank_bridge_requests_in_flight",
+        "rerank_bridge_fail_open_total",
+        "rerank_bridge_batch_pairs",
+        "rerank_bridge_queue_pairs",
+    ):
         assert f"# TYPE {family}" in text
 
 
@@ -89,10 +97,15 @@ async def test_one_json_log_line_per_request_without_credentials(
 
 async def test_sigterm_drains_in_flight_requests(slow_engine: str) -> None:
     port = free_port()
-    env = {**os.environ, "BRIDGE_UPSTREAM__URL": slow_engine, "BRIDGE_SERVER__PORT": str(port),
-           "BRIDGE_SERVER__DRAIN_TIMEOUT_S": "10"}
-    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "bridge", "serve", env=env,
-                                                   stderr=asyncio.subprocess.PIPE)
+    env = {
+        **os.environ,
+        "BRIDGE_UPSTREAM__URL": slow_engine,
+        "BRIDGE_SERVER__PORT": str(port),
+        "BRIDGE_SERVER__DRAIN_TIMEOUT_S": "10",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "serve", env=env, stderr=asyncio.subprocess.PIPE
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as http:

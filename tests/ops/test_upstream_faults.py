@@ -62,7 +62,11 @@ def assert_engine_error(body: dict[str, object], status: int, error_type: str) -
 async def test_refused_upstream_is_a_502_in_the_engine_shape() -> None:
     settings = Settings(upstream={"url": f"http://127.0.0.1:{free_port()}"})
     async with running_bridge(settings) as url, aiohttp.ClientSession() as http:
-        for method, path in (("GET", "/_cluster/health"), ("POST", "/books/_search"), ("PUT", "/books/_doc/1")):
+        for method, path in (
+            ("GET", "/_cluster/health"),
+            ("POST", "/books/_search"),
+            ("PUT", "/books/_doc/1"),
+        ):
             async with http.request(method, url + path, json={"a": 1}) as response:
                 assert response.status == 502
                 assert_engine_error(await response.json(), 502, "upstream_unavailable_exception")

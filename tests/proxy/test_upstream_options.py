@@ -34,9 +34,26 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-keyout", str(key),
-         "-out", str(cert), "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
     )
     return cert, key
 
@@ -62,7 +79,9 @@ async def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dic
         return response.status, await response.json()
 
 
-async def test_tls_upstream_verified_with_the_configured_ca(tls_engine: int, certificate: tuple[Path, Path]) -> None:
+async def test_tls_upstream_verified_with_the_configured_ca(
+    tls_engine: int, certificate: tuple[Path, Path]
+) -> None:
     settings = Settings(upstream={"url": f"https://127.0.0.1:{tls_engine}", "ca_bundle": str(certificate[0])})
     async with running_bridge(settings) as url:
         status, body = await get(url + "/_cluster/health?local=true")
@@ -87,8 +106,9 @@ async def test_verification_can_be_turned_off(tls_engine: int) -> None:
 
 
 async def test_client_credentials_are_forwarded_and_win_over_the_bridges(plain_engine: int) -> None:
-    settings = Settings(upstream={"url": f"http://127.0.0.1:{plain_engine}", "username": "bridge",
-                                  "password": "s3cret"})
+    settings = Settings(
+        upstream={"url": f"http://127.0.0.1:{plain_engine}", "username": "bridge", "password": "s3cret"}
+    )
     async with running_bridge(settings) as url:
         _, own = await get(url + "/")
         _, clients = await get(url + "/", {"Authorization": "ApiKey Y2xpZW50OmtleQ=="})

@@ -407,7 +407,9 @@ async def test_previous_score_and_metrics(opensearch_url: str, tiny_model: Path,
         _, direct, _ = await search(http, opensearch_url, RULED, {"query": QUERY, "size": 50})
         engine_scores = {hit["_id"]: hit["_score"] for hit in direct["hits"]["hits"]}
         for page in range(2):
-            status, answer, _ = await search(http, url, RULED, {"query": QUERY, "size": 10, "from": page * 10})
+            status, answer, _ = await search(
+                http, url, RULED, {"query": QUERY, "size": 10, "from": page * 10}
+            )
             assert status == 200
             for hit in answer["hits"]["hits"]:
                 assert hit["fields"]["bm25"] == [engine_scores[hit["_id"]]]

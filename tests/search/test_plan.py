@@ -16,7 +16,12 @@ from bridge.search.rules import index_names, match_rule
 SETTINGS = Settings(
     models={"small": {"source": "/models/small"}, "big": {"source": "/models/big"}},
     rules=[
-        {"indices": ["docs-*", "alias-docs"], "fields": ["title", "body.text"], "window": 50, "max_window": 200},
+        {
+            "indices": ["docs-*", "alias-docs"],
+            "fields": ["title", "body.text"],
+            "window": 50,
+            "max_window": 200,
+        },
         {"indices": ["tpl-*"], "fields": ["text"], "query_text": "param:q", "model": "big"},
         {"indices": ["path-*"], "fields": ["text"], "query_text": "$.query.bool.must[0].match.text.query"},
         {"indices": ["quiet-*"], "fields": ["text"], "enabled": False},
@@ -85,8 +90,13 @@ def test_score_sort_only_is_reranked() -> None:
 
 
 def test_ext_rerank_is_removed_and_overrides_the_rule() -> None:
-    body = {"query": MATCH, "ext": {"rerank": {"window": 500, "model": "big", "fields": ["abstract"],
-                                               "query_text": "quiet jets"}, "other": {}}}
+    body = {
+        "query": MATCH,
+        "ext": {
+            "rerank": {"window": 500, "model": "big", "fields": ["abstract"], "query_text": "quiet jets"},
+            "other": {},
+        },
+    }
     decided = plan("docs-1", body)
     assert isinstance(decided, Plan)
     assert decided.window == 200  # capped by the rule's max_window
@@ -104,8 +114,17 @@ def test_ext_rerank_opts_in_where_no_rule_matches_and_opts_out_where_one_does() 
 
 @pytest.mark.parametrize(
     "ext",
-    [{"window": 0}, {"window": "9"}, {"fields": []}, {"fields": [1]}, {"model": "nope"}, {"enabled": "yes"},
-     {"query_text": 5}, {"colour": "red"}, "yes"],
+    [
+        {"window": 0},
+        {"window": "9"},
+        {"fields": []},
+        {"fields": [1]},
+        {"model": "nope"},
+        {"enabled": "yes"},
+        {"query_text": 5},
+        {"colour": "red"},
+        "yes",
+    ],
 )
 def test_bad_ext_rerank_is_a_400(ext: Any) -> None:
     with pytest.raises(BridgeHTTPError) as raised:
@@ -120,7 +139,11 @@ def test_opting_in_without_fields_names_what_is_missing() -> None:
 
 def test_query_text_sources() -> None:
     templated = plan("tpl-1", {"query": MATCH}, template_params={"q": "from the template"})
-    assert isinstance(templated, Plan) and templated.query_text == "from the template" and templated.model == "big"
+    assert (
+        isinstance(templated, Plan)
+        and templated.query_text == "from the template"
+        and templated.model == "big"
+    )
     body = {"query": {"bool": {"must": [{"match": {"text": {"query": "by json path"}}}]}}}
     by_path = plan("path-1", body)
     assert isinstance(by_path, Plan) and by_path.query_text == "by json path"
@@ -172,8 +195,14 @@ def test_search_endpoints(method: str, path: str, api: SearchAPI, index: str | N
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("PUT", "/docs/_search"), ("GET", "/docs/_doc/_search"), ("GET", "/_cat/_search"), ("GET", "/docs/_count"),
-     ("POST", "/_search/scroll"), ("DELETE", "/_search/scroll")],
+    [
+        ("PUT", "/docs/_search"),
+        ("GET", "/docs/_doc/_search"),
+        ("GET", "/_cat/_search"),
+        ("GET", "/docs/_count"),
+        ("POST", "/_search/scroll"),
+        ("DELETE", "/_search/scroll"),
+    ],
 )
 def test_not_search_endpoints(method: str, path: str) -> None:
     assert classify(method, path) is None
