@@ -112,18 +112,22 @@ def machine_notes(device: str) -> str:
         f"cpu: {cpu}",
         f"cores usable: {len(os.sched_getaffinity(0))}",
         f"torch {torch.__version__}",
-        f"torch threads: {torch.get_num_threads()}",
     ]
     if device.startswith("cuda") and torch.cuda.is_available():
         notes.append(f"gpu: {torch.cuda.get_device_name(0)}")
     with contextlib.suppress(OSError):
-        notes.append(f"load average: {os.getloadavg()[0]:.2f}")
+        notes.append(f"load average (1 min) at the end: {os.getloadavg()[0]:.2f}")
     return "; ".join(notes)
 
 
-def run_st(model_path: str, device: str, groups: list[tuple[str, list[str]]]) -> tuple[float, list[float]]:
+def run_st(
+    model_path: str, device: str, groups: list[tuple[str, list[str]]], threads: int
+) -> tuple[float, list[float]]:
     import torch
     from sentence_transformers import CrossEncoder
+
+    # Explicit: the scorer's workers size their own thread teams, which can leak into torch's global default.
+    torch.set_num_threads(threads)
 
     st_device = None if device == "auto" else device
     encoder = CrossEncoder(model_path, device=st_device, model_kwargs={"dtype": torch.float32})
@@ -167,6 +171,10 @@ async def bench(args: argparse.Namespace) -> dict[str, float]:
     from bridge.scoring.local import LocalScorer
     from bridge.scoring.settings import ModelSettings
 
+    with contextlib.suppress(OSError):
+        print(
+            f"load average (1 min) at the start: {os.getloadavg()[0]:.2f} on {len(os.sched_getaffinity(0))} cores"
+        )
     groups = build_groups(args.pairs, args.per_call, args.seed)
     settings = ModelSettings(
         source=str(args.model),
@@ -175,13 +183,17 @@ async def bench(args: argparse.Namespace) -> dict[str, float]:
         cache_size=0,
         max_batch_tokens=args.max_batch_tokens,
         threads=args.threads,
+        workers=args.workers,
     )
     scorer = LocalScorer("bench", settings)
     await scorer.start()
     assert scorer.model is not None
+    model = scorer.model
     print(
-        f"bridge: {scorer.model.placement.describe()}, batches up to {scorer.model.max_batch_tokens} tokens"
+        f"bridge: {model.placement.describe()}, {model.workers} workers x {model.threads} torch threads, "
+        f"batches up to {model.max_batch_tokens} padded tokens"
     )
+    print(f"sentence-transformers: float32, batch_size 32, {args.st_threads} torch threads")
     print(
         f"pairs: {sum(len(p) for _, p in groups)} in {len(groups)} groups; concurrent: {args.callers} callers "
         f"x {args.per_call} passages; {args.rounds} rounds, best reported"
@@ -194,9 +206,8 @@ async def bench(args: argparse.Namespace) -> dict[str, float]:
     bridge_scores: list[float] = []
     for round_no in range(1, args.rounds + 1):
         if not args.skip_st:
-            rate, st_scores = run_st(
-                str(args.model), args.device, groups
-            )  # blocks the loop: nothing else runs
+            # Blocks the event loop on purpose: nothing else runs meanwhile.
+            rate, st_scores = run_st(str(args.model), args.device, groups, args.st_threads)
             st_runs.append(rate)
         before = scorer.stats
         rate, bridge_scores = await run_single(scorer, groups)
@@ -243,6 +254,7 @@ async def bench(args: argparse.Namespace) -> dict[str, float]:
         "callers": args.callers,
         "device": args.device,
         "dtype": args.dtype,
+        "st_threads": args.st_threads,
     }
 
 
@@ -257,11 +269,23 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
     parser.add_argument("--max-batch-tokens", type=int, default=None, help="default: the scorer's own")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: usable cores)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="scorer inference threads (default: its own)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads per worker (default: its own)"
+    )
+    parser.add_argument(
+        "--st-threads",
+        type=int,
+        default=None,
+        help="torch threads for sentence-transformers (default: usable cores)",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--skip-st", action="store_true", help="bridge numbers only")
     args = parser.parse_args()
+    args.st_threads = args.st_threads or len(os.sched_getaffinity(0))
     if args.model is None:
         parser.error("no model found under ../shared/models; pass --model")
     logging.basicConfig(level=logging.WARNING)

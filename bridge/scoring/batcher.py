@@ -1,14 +1,17 @@
 """Many concurrent requests in, few dense model calls out.
 
-Requests from the event loop go into one bounded queue. A dedicated worker thread takes them in arrival order into
-a *pool* of tokenised pairs (admission stops at a window of a few batches' worth of tokens), keeps the pool sorted
-by length, and plans batches over it: consecutive runs of the sorted pool, chosen to waste the fewest padded
-tokens while staying under the token budget (:func:`plan_batches`). It runs the planned batch that holds the
+Requests from the event loop go into one bounded queue. Worker threads take them in arrival order into a *pool*
+of tokenised pairs (admission stops at a window of a few batches' worth of tokens), keep the pool sorted by
+length, and plan batches over it: consecutive runs of the sorted pool, chosen to waste the fewest padded tokens
+while staying under the token budget (:func:`plan_batches`). A worker runs the planned batch that holds the
 pool's oldest pair, so completion stays roughly first-come first-served and nothing starves, while pairs from
-different callers that have similar lengths share batches: the more callers, the less padding.
+different callers with similar lengths share batches: the more callers, the less padding.
 
-Everything slow (tokenising, the forward pass) happens on the worker thread; the event loop only enqueues and
-receives results. A cancelled request's pairs leave the queue and the pool before they are scored.
+Everything slow (tokenising, the forward pass) happens on the workers; the event loop only enqueues and receives
+results. On a CPU there are usually two workers with their own batches rather than one worker with twice the
+threads: torch's OpenMP threads synchronise after every operation, which costs little on an idle machine and a
+great deal when another process holds one of the cores. A cancelled request's pairs leave the queue and the pool
+before they are scored.
 """
 
 from __future__ import annotations
@@ -73,7 +76,11 @@ def plan_batches(lengths: Sequence[int], budget: int, overhead: int) -> list[int
 
 
 class BatchEngine(Protocol):
-    """What the batcher needs from a model (implemented by :class:`~bridge.scoring.model.CrossEncoderModel`)."""
+    """What the batcher needs from a model (implemented by :class:`~bridge.scoring.model.CrossEncoderModel`).
+
+    ``score_batch`` is called from several worker threads at once when ``workers`` > 1. An engine may also
+    define ``prepare_worker()``, called once at the start of each worker thread (thread-local set-up).
+    """
 
     max_batch_tokens: int
 
@@ -83,7 +90,17 @@ class BatchEngine(Protocol):
 
 
 class _Request:
-    __slots__ = ("arrival", "cancelled", "future", "loop", "passages", "query", "remaining", "scores")
+    __slots__ = (
+        "arrival",
+        "cancelled",
+        "finished",
+        "future",
+        "loop",
+        "passages",
+        "query",
+        "remaining",
+        "scores",
+    )
 
     def __init__(self, query: str, passages: list[str], loop: asyncio.AbstractEventLoop) -> None:
         self.query = query
@@ -92,6 +109,7 @@ class _Request:
         self.future: asyncio.Future[list[float]] = loop.create_future()
         self.arrival = time.monotonic()
         self.cancelled = False
+        self.finished = False  # answered or dropped; its pairs no longer count as queued
         self.remaining = 0
         self.scores = [float("-inf")] * len(passages)
 
@@ -132,32 +150,37 @@ def _resolve(
 
 
 class Batcher:
-    """Queue plus inference worker for one model."""
+    """Queue plus inference workers for one model. All shared state is guarded by one condition variable."""
 
     def __init__(
         self,
         name: str,
         engine: BatchEngine,
         *,
+        workers: int = 1,
         max_wait_ms: float = 2.0,
         max_queue_pairs: int = 20000,
         observer: ScoringObserver | None = None,
     ) -> None:
         self.name = name
         self._engine = engine
+        self._workers = max(1, workers)
         self._max_wait = max_wait_ms / 1000.0
         self._max_queue_pairs = max_queue_pairs
+        self._window = WINDOW_BATCHES * engine.max_batch_tokens
         self._observer: ScoringObserver = observer or NullObserver()
         self._cond = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
         self._pending: collections.deque[_Request] = collections.deque()
         self._queued_pairs = 0
-        self._stopping = False
-        self._thread: threading.Thread | None = None
-        # Worker-thread state.
-        self._pool: list[_Item] = []
+        self._pool: list[_Item] = []  # sorted by (length, arrival)
         self._pool_tokens = 0
-        self._segments: list[int] | None = None  # planned batch sizes over the sorted pool
+        self._segments: list[int] | None = None  # planned batch sizes over the pool; None: re-plan
+        self._pool_version = 0  # bumped when items enter or leave the pool other than by a planned batch
         self._seq = 0
+        self._cancellations = 0
+        self._ready = 0
         self._batches = 0
         self._items_scored = 0
         self._padded = 0
@@ -167,10 +190,16 @@ class Batcher:
     # -- event-loop side ---------------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is not None:
+        if self._threads:
             return
-        self._thread = threading.Thread(target=self._work, name=f"scorer-{self.name}", daemon=True)
-        self._thread.start()
+        for index in range(self._workers):
+            thread = threading.Thread(target=self._work, name=f"scorer-{self.name}-{index}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    @property
+    def workers(self) -> int:
+        return self._workers
 
     @property
     def stats(self) -> BatcherStats:
@@ -191,7 +220,7 @@ class Batcher:
         request = _Request(query, list(passages), asyncio.get_running_loop())
         count = len(request.passages)
         with self._cond:
-            if self._stopping or self._thread is None or not self._thread.is_alive():
+            if self._stopping or not any(thread.is_alive() for thread in self._threads):
                 raise ScoringError(f"scorer {self.name} is not running")
             if self._queued_pairs + count > self._max_queue_pairs:
                 raise QueueFullError(
@@ -199,10 +228,10 @@ class Batcher:
                     f"max_queue_pairs={self._max_queue_pairs}"
                 )
             self._queued_pairs += count
-            depth = self._queued_pairs
             self._pending.append(request)
             self._cond.notify()
-        self._observer.queue_depth(self.name, depth)
+            # Reported under the lock, so reports from all threads arrive in order and the gauge ends true.
+            self._observer.queue_depth(self.name, self._queued_pairs)
         try:
             return await request.future
         except asyncio.CancelledError:
@@ -210,99 +239,156 @@ class Batcher:
             raise
 
     def _cancel(self, request: _Request) -> None:
-        request.cancelled = True
         with self._cond:
+            request.cancelled = True
+            if request.finished:
+                return
             try:
                 self._pending.remove(request)
             except ValueError:
-                return  # in the pool (or done): the worker drops what is left before its next batch
-            self._queued_pairs -= len(request.passages)
-            self._dropped += len(request.passages)
+                # Being tokenised, in the pool or in a running batch: workers drop it at their next step.
+                self._cancellations += 1
+                return
+            self._finish_locked(request, dropped=True)
 
     async def close(self) -> None:
-        """Stop the worker; requests still waiting fail with :class:`ScoringError`."""
+        """Stop the workers (running batches finish); requests still waiting fail with :class:`ScoringError`."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join)
-
-    # -- worker side -------------------------------------------------------------------------------------
-
-    def _deliver(self, request: _Request, scores: list[float] | None, error: BaseException | None) -> None:
+        for thread in self._threads:
+            await asyncio.to_thread(thread.join)
         with self._cond:
-            self._queued_pairs -= len(request.passages)
-            depth = self._queued_pairs
-        request.remaining = 0
-        with contextlib.suppress(RuntimeError):  # the caller's loop is closed; nobody is waiting any more
-            request.loop.call_soon_threadsafe(_resolve, request.future, scores, error)
-        self._observer.queue_depth(self.name, depth)
+            requests = list(self._pending) + [item.request for item in self._pool]
+            self._pending.clear()
+            self._pool = []
+            for request in requests:
+                self._finish_locked(request, error=ScoringError(f"scorer {self.name} is closed"))
 
-    def _take_one(self, block: bool) -> _Request | None:
-        """The next waiting request, or None; blocks only while there is nothing at all to do."""
-        with self._cond:
-            while block and not self._stopping and not self._pending:
-                self._cond.wait()
-            if self._stopping or not self._pending:
-                return None
-            return self._pending.popleft()
+    # -- worker side: everything named *_locked runs with self._cond held ----------------------------------
 
-    def _admit(self, request: _Request) -> None:
-        """Tokenise a request (once) and put its items into the sorted pool."""
-        if request.cancelled:
-            with self._cond:
-                self._queued_pairs -= len(request.passages)
-                self._dropped += len(request.passages)
+    def _finish_locked(
+        self,
+        request: _Request,
+        scores: list[float] | None = None,
+        error: BaseException | None = None,
+        dropped: bool = False,
+    ) -> None:
+        """Answer (or drop) a request exactly once and take its pairs off the queue count."""
+        if request.finished:
             return
-        try:
-            encoded = self._engine.encode(request.query, request.passages)
-        except Exception as exc:
-            error = ScoringError(f"scorer {self.name}: could not tokenise the request: {exc}")
-            error.__cause__ = exc
-            self._deliver(request, None, error)
+        request.finished = True
+        self._queued_pairs -= len(request.passages)
+        if dropped:
+            self._dropped += len(request.passages)
+        self._observer.queue_depth(self.name, self._queued_pairs)
+        if not dropped:
+            with contextlib.suppress(RuntimeError):  # the caller's loop is closed; nobody is waiting any more
+                request.loop.call_soon_threadsafe(_resolve, request.future, scores, error)
+
+    def _purge_cancelled_locked(self) -> None:
+        if not self._cancellations:
             return
-        request.remaining = len(encoded)
+        self._cancellations = 0
+        kept = []
+        for item in self._pool:
+            if item.request.cancelled:
+                self._finish_locked(item.request, dropped=True)
+            else:
+                kept.append(item)
+        if len(kept) != len(self._pool):
+            self._pool = kept
+            self._pool_tokens = sum(item.length for item in kept)
+            self._invalidate_plan_locked()
+
+    def _invalidate_plan_locked(self) -> None:
         self._segments = None
-        for item in encoded:
-            self._seq += 1
-            bisect.insort(self._pool, _Item(len(item), self._seq, request, item))
-            self._pool_tokens += len(item)
-        if not encoded:
-            self._deliver(request, [], None)
+        self._pool_version += 1
 
-    def _purge_cancelled(self) -> None:
-        if not any(item.request.cancelled for item in self._pool):
-            return
-        gone = {id(item.request): item.request for item in self._pool if item.request.cancelled}
-        self._pool = [item for item in self._pool if not item.request.cancelled]
-        self._segments = None
-        self._pool_tokens = sum(item.length for item in self._pool)
-        with self._cond:
-            for request in gone.values():
-                self._queued_pairs -= len(request.passages)
-                self._dropped += len(request.passages)
+    def _plan_locked(self) -> tuple[int, int, int] | None:
+        """Pool slice ``[lo, hi)`` and plan index of the planned batch that holds the oldest item.
 
-    def _plan(self) -> tuple[int, int]:
-        """Pool slice ``[lo, hi)`` for the next batch: the planned batch that holds the oldest item."""
-        pool = self._pool
+        Planning a large pool takes milliseconds, so it runs with the lock released (the event loop's submit()
+        takes the same lock); None means the pool changed meanwhile and the caller should look again.
+        """
         if self._segments is None:
+            version = self._pool_version
             budget = self._engine.max_batch_tokens
-            self._segments = plan_batches(
-                [item.length for item in pool], budget, budget // CALL_OVERHEAD_DIVISOR
-            )
+            lengths = [item.length for item in self._pool]
+            self._cond.release()
+            try:
+                plan = plan_batches(lengths, budget, budget // CALL_OVERHEAD_DIVISOR)
+            finally:
+                self._cond.acquire()
+            if version != self._pool_version or self._segments is not None:
+                return None
+            self._segments = plan
+        pool = self._pool
         oldest = min(range(len(pool)), key=lambda i: pool[i].seq)
         lo = 0
         for index, size in enumerate(self._segments):
             if oldest < lo + size:
-                del self._segments[index]
-                return lo, lo + size
+                return lo, lo + size, index
             lo += size
         raise AssertionError("batch plan does not cover the pool")
 
-    def _run_batch(self, lo: int, hi: int) -> None:
-        items = self._pool[lo:hi]
-        del self._pool[lo:hi]
-        self._pool_tokens -= sum(item.length for item in items)
+    def _next_job_locked(self) -> _Request | list[_Item] | None:
+        """A request to tokenise, a batch to run, or None to stop; waits while there is nothing to do."""
+        while True:
+            if self._stopping:
+                return None
+            self._purge_cancelled_locked()
+            if self._pending and (self._pool_tokens < self._window or not self._pool):
+                return self._pending.popleft()
+            if not self._pool:
+                self._cond.wait()
+                continue
+            planned = self._plan_locked()
+            if planned is None:
+                continue
+            lo, hi, index = planned
+            whole_pool = lo == 0 and hi == len(self._pool) and not self._pending
+            if (
+                whole_pool
+                and padded_tokens([item.encoded for item in self._pool]) < self._engine.max_batch_tokens
+            ):
+                # The whole pool fits in one batch with room to spare: give other callers max_wait to join it.
+                wait = min(item.request.arrival for item in self._pool) + self._max_wait - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+            assert self._segments is not None
+            del self._segments[index]
+            items = self._pool[lo:hi]
+            del self._pool[lo:hi]
+            self._pool_tokens -= sum(item.length for item in items)
+            return items
+
+    def _admit(self, request: _Request) -> None:
+        """Tokenise a request (once, outside the lock) and put its items into the sorted pool."""
+        encoded: list[Encoded] = []
+        error: ScoringError | None = None
+        if not request.cancelled:
+            try:
+                encoded = self._engine.encode(request.query, request.passages)
+            except Exception as exc:
+                error = ScoringError(f"scorer {self.name}: could not tokenise the request: {exc}")
+                error.__cause__ = exc
+        with self._cond:
+            if request.cancelled:
+                self._finish_locked(request, dropped=True)
+            elif error is not None or not encoded:
+                self._finish_locked(request, [], error)
+            else:
+                request.remaining = len(encoded)
+                for item in encoded:
+                    self._seq += 1
+                    bisect.insort(self._pool, _Item(len(item), self._seq, request, item))
+                    self._pool_tokens += len(item)
+                self._invalidate_plan_locked()
+                self._cond.notify_all()
+
+    def _run(self, items: list[_Item]) -> None:
         batch = [item.encoded for item in items]
         padded = padded_tokens(batch)
         started = time.perf_counter()
@@ -311,80 +397,75 @@ class Batcher:
             if len(scores) != len(batch):
                 raise RuntimeError(f"model returned {len(scores)} scores for {len(batch)} inputs")
         except Exception as exc:
-            self._fail_batch(items, exc)
+            with self._cond:
+                self._fail_locked(items, exc)
             return
         seconds = time.perf_counter() - started
+        self._observer.batch_done(self.name, len(items), padded, seconds)
         with self._cond:
             self._batches += 1
             self._items_scored += len(items)
             self._padded += padded
             self._tokens += sum(item.length for item in items)
-        self._observer.batch_done(self.name, len(items), padded, seconds)
-        for item, score in zip(items, scores, strict=True):
-            request = item.request
-            index = item.encoded.passage
-            if score > request.scores[index]:
-                request.scores[index] = score
-            request.remaining -= 1
-            if request.remaining == 0:
-                self._deliver(request, request.scores, None)
+            for item, score in zip(items, scores, strict=True):
+                request = item.request
+                if request.finished:
+                    continue
+                if request.cancelled:
+                    self._finish_locked(request, dropped=True)
+                    continue
+                index = item.encoded.passage
+                if score > request.scores[index]:
+                    request.scores[index] = score
+                request.remaining -= 1
+                if request.remaining == 0:
+                    self._finish_locked(request, request.scores)
 
-    def _fail_batch(self, items: list[_Item], exc: Exception) -> None:
-        """Fail every request with a pair in the batch; the worker itself carries on."""
+    def _fail_locked(self, items: list[_Item], exc: BaseException) -> None:
+        """Fail every request with a pair in ``items``; the workers themselves carry on."""
         log.error("scorer %s: batch of %d failed: %r", self.name, len(items), exc)
         failed = {id(item.request): item.request for item in items}
         kept = [item for item in self._pool if id(item.request) not in failed]
-        self._pool_tokens = sum(item.length for item in kept)
-        self._pool = kept
-        self._segments = None
-        kind = (
-            "ran out of memory" if isinstance(exc, MemoryError) or "out of memory" in str(exc) else "failed"
-        )
+        if len(kept) != len(self._pool):
+            self._pool = kept
+            self._pool_tokens = sum(item.length for item in kept)
+            self._invalidate_plan_locked()
+        oom = isinstance(exc, MemoryError) or "out of memory" in str(exc)
+        kind = "ran out of memory" if oom else "failed"
         for request in failed.values():
             error = ScoringError(f"scorer {self.name}: the model {kind} on a batch of {len(items)}: {exc}")
             error.__cause__ = exc
-            self._deliver(request, None, error)
+            self._finish_locked(request, error=error)
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until every worker has finished ``prepare_worker`` (blocking: call via ``asyncio.to_thread``)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._ready >= len(self._threads), timeout)
 
     def _work(self) -> None:
-        window = WINDOW_BATCHES * self._engine.max_batch_tokens
+        prepare = getattr(self._engine, "prepare_worker", None)
+        try:
+            if prepare is not None:
+                prepare()
+        except Exception:
+            log.exception("scorer %s: worker set-up failed", self.name)
+        finally:
+            with self._cond:
+                self._ready += 1
+                self._cond.notify_all()
         while True:
+            job: _Request | list[_Item] | None = None
             try:
-                request = self._take_one(block=not self._pool)
-                while request is not None:
-                    self._admit(request)
-                    request = self._take_one(block=False) if self._pool_tokens < window else None
                 with self._cond:
-                    if self._stopping:
-                        break
-                self._purge_cancelled()
-                if not self._pool:
-                    continue
-                lo, hi = self._plan()
-                whole_pool = lo == 0 and hi == len(self._pool)
-                if (
-                    whole_pool
-                    and padded_tokens([item.encoded for item in self._pool]) < self._engine.max_batch_tokens
-                ):
-                    oldest = min(self._pool, key=lambda item: item.seq).request.arrival
-                    wait = oldest + self._max_wait - time.monotonic()
-                    if wait > 0:
-                        self._segments = None
-                        with self._cond:
-                            if not self._pending and not self._stopping:
-                                self._cond.wait(wait)
-                        continue
-                self._run_batch(lo, hi)
-            except Exception:  # never let the worker die: fail what it holds and go on
+                    job = self._next_job_locked()
+                if job is None:
+                    return
+                if isinstance(job, _Request):
+                    self._admit(job)
+                else:
+                    self._run(job)
+            except Exception:  # never let a worker die: fail what it held and go on
                 log.exception("scorer %s: worker error", self.name)
-                self._fail_batch(list(self._pool), RuntimeError("internal batching error"))
-        self._shutdown()
-
-    def _shutdown(self) -> None:
-        with self._cond:
-            waiting = list(self._pending)
-            self._pending.clear()
-        requests = {id(item.request): item.request for item in self._pool}
-        requests.update({id(request): request for request in waiting})
-        self._pool = []
-        for request in requests.values():
-            self._deliver(request, None, ScoringError(f"scorer {self.name} is closed"))
+                with self._cond:
+                    if isinstance(job, list):
+                        self._fail_locked(job, RuntimeError("internal batching error"))

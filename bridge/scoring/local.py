@@ -45,13 +45,15 @@ class LocalScorer:
         self._batcher = Batcher(
             self.name,
             self.model,
+            workers=self.model.workers,
             max_wait_ms=self.settings.max_wait_ms,
             max_queue_pairs=self.settings.max_queue_pairs,
             observer=self._observer,
         )
         self._batcher.start()
+        # Each worker warms itself up (its own thread pools); then one request takes the whole path.
+        await asyncio.to_thread(self._batcher.wait_ready)
         if self.settings.warmup:
-            # Through the worker thread on purpose: its thread pools and kernels are the ones that need warming.
             await self._batcher.submit(_WARMUP_QUERY, list(_WARMUP_PASSAGES))
         log.info("scorer %s: ready in %.1f s", self.name, time.perf_counter() - started)
 

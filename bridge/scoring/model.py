@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -59,20 +61,43 @@ def _model_limit(tokenizer: Any, config: Any) -> int:
     return limit
 
 
-def _limit_threads(configured: int | None) -> str:
-    """Size torch's CPU thread pool to the cores this process may use (containers often allow fewer)."""
-    if configured is not None:
-        torch.set_num_threads(configured)
-        return f"threads {configured}: configured"
+def usable_cores() -> int:
+    """Cores this process may run on (containers and taskset often allow fewer than the machine has)."""
     try:
-        usable = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        usable = os.cpu_count() or 1
-    current = torch.get_num_threads()
-    if current > usable:
-        torch.set_num_threads(usable)
-        return f"threads {usable}: torch wanted {current}, this process may use {usable} cores"
-    return f"threads {current}: torch default ({usable} usable cores)"
+        return os.cpu_count() or 1
+
+
+def plan_workers(on_cpu: bool, workers: int | None, threads: int | None) -> tuple[int, int, str]:
+    """Inference threads and torch threads per worker, with the reason.
+
+    On a CPU the default is two workers (when there are two cores or more), each with half the cores: two
+    batches in flight keep the cores busy between batches, and each worker's OpenMP team is smaller, which
+    matters when other processes compete for the cores (a team waits for its slowest thread after every op).
+    One worker on a GPU: batches serialise there anyway and each one holds activation memory.
+    """
+    cores = usable_cores()
+    if not on_cpu:
+        count = workers or 1
+        return count, threads or torch.get_num_threads(), f"workers {count} (GPU default 1 unless configured)"
+    count = workers or (2 if cores >= 2 else 1)
+    per_worker = threads or max(1, cores // count)
+    origin = "configured" if workers or threads else f"default for {cores} usable cores"
+    return count, per_worker, f"workers {count} x {per_worker} torch threads ({origin})"
+
+
+def _quantize_int8(model: Any) -> Any:
+    """Dynamic int8 quantisation of the Linear layers (torch's eager API: deprecated, still the CPU's fastest)."""
+    quantize = getattr(getattr(torch, "ao", None), "quantization", None)
+    if quantize is None or not hasattr(quantize, "quantize_dynamic"):
+        raise ModelConfigError(
+            f"quantize: int8 needs torch.ao.quantization, which torch {torch.__version__} lacks"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*quantize.*deprecated", category=UserWarning)
+        return quantize.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 class CrossEncoderModel:
@@ -96,7 +121,7 @@ class CrossEncoderModel:
         model.eval()
         model.to(self.placement.device)
         if self.placement.quantize_int8:
-            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+            model = _quantize_int8(model)
         self.model: Any = model
         self.config = model.config
 
@@ -134,6 +159,7 @@ class CrossEncoderModel:
             # A single longest pair must always fit in one batch.
             self.max_batch_tokens = self.max_length
 
+        self._tokenizer_lock = threading.Lock()
         self._uses_token_types = "token_type_ids" in getattr(self.tokenizer, "model_input_names", ())
         pad_id = self.tokenizer.pad_token_id
         self._pad_id = int(pad_id) if pad_id is not None else 0
@@ -143,11 +169,10 @@ class CrossEncoderModel:
         )
         self.labels = self.output.labels
 
-        threads = _limit_threads(settings.threads) if on_cpu else None
+        self.workers, self.threads, threads = plan_workers(on_cpu, settings.workers, settings.threads)
         for reason in self.placement.reasons:
             log.info("model %s: %s", name, reason)
-        if threads:
-            log.info("model %s: %s", name, threads)
+        log.info("model %s: %s", name, threads)
         log.info(
             "model %s: loaded %s on %s; output %s; max_length %d (%s), batches up to %d padded tokens",
             name,
@@ -159,12 +184,28 @@ class CrossEncoderModel:
             self.max_batch_tokens,
         )
 
+    def prepare_worker(self) -> None:
+        """Per worker thread: size its torch thread team (OpenMP settings are per thread) and, with ``warmup``,
+        run one tiny batch so the thread's pools and kernels exist before the first request."""
+        if self.placement.device.type == "cpu":
+            torch.set_num_threads(self.threads)
+        if self.settings.warmup:
+            self.predict("warm-up", ["a short passage", "a slightly longer passage to warm up with"])
+
     # -- tokenisation ------------------------------------------------------------------------------------
 
     def encode(self, query: str, passages: Sequence[str]) -> list[Encoded]:
-        """Tokenise each pair once; in ``chunk`` mode a long passage yields several windows."""
+        """Tokenise each pair once; in ``chunk`` mode a long passage yields several windows.
+
+        Serialised: the tokenizer wrapper mutates the Rust tokenizer's truncation state per call, which fails
+        ("Already borrowed") when two worker threads do it at once. Tokenising is a small share of the time.
+        """
         if not passages:
             return []
+        with self._tokenizer_lock:
+            return self._encode(query, passages)
+
+    def _encode(self, query: str, passages: Sequence[str]) -> list[Encoded]:
         if self._template is not None:
             return self._encode_windows(query, passages)
         encoded = self.tokenizer(

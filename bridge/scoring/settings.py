@@ -54,6 +54,12 @@ class ModelSettings(BaseModel):
         20000, description="pairs waiting; beyond it callers get QueueFullError"
     )
     cache_size: int = Field(20000, ge=0, description="LRU score cache entries; 0 turns the cache off")
-    threads: PositiveInt | None = Field(None, description="torch intra-op threads on CPU")
+    workers: PositiveInt | None = Field(
+        None,
+        description="inference threads, each running its own batches; default 2 on a CPU with 2+ cores, 1 on GPU",
+    )
+    threads: PositiveInt | None = Field(
+        None, description="torch intra-op threads per worker on CPU; default usable cores / workers"
+    )
     warmup: bool = Field(True, description="score one small batch at start so no user request pays for it")
     remote: RemoteSettings | None = Field(None, description="score on a TEI server instead of in-process")

@@ -41,8 +41,8 @@ def build_cross_encoder(
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
     vocab += [c for c in letters if c not in vocab] + [f"##{c}" for c in letters]
     vocab += [str(d) for d in range(10)] + [f"##{d}" for d in range(10)] + [".", ",", "?", "!", "-", "'"]
-    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True)
+    # transformers 5 takes the vocabulary as ``vocab`` (a ``vocab_file`` keyword is silently ignored).
+    tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
     tokenizer.model_max_length = max_positions
     config = BertConfig(
         vocab_size=len(vocab),
@@ -93,21 +93,70 @@ def tiny_nli(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = AutoModelForSequenceClassification.from_pretrained(directory)
     examples = [
         ("a man is eating pizza", "a man eats something", "entailment"),
-        ("a black race car starts up in front of a crowd of people", "a man is driving down a lonely road",
-         "contradiction"),
+        (
+            "a black race car starts up in front of a crowd of people",
+            "a man is driving down a lonely road",
+            "contradiction",
+        ),
         ("the weather is lovely today", "it is sunny outside", "neutral"),
     ]
-    batch = tokenizer([a for a, _, _ in examples], [b for _, b, _ in examples], padding=True, return_tensors="pt")
+    batch = tokenizer(
+        [a for a, _, _ in examples], [b for _, b, _ in examples], padding=True, return_tensors="pt"
+    )
     targets = torch.tensor([NLI_LABELS.index(label) for _, _, label in examples])
     torch.manual_seed(0)
     model.train()
-    optimiser = torch.optim.AdamW(model.parameters(), lr=5e-3)
-    for _ in range(60):
-        optimiser.zero_grad()
-        loss = model(**batch, labels=targets).loss
-        loss.backward()
-        optimiser.step()
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny ops: one thread is many times faster than a team on a busy machine
+    try:
+        for _ in range(25):
+            optimiser.zero_grad()
+            loss = model(**batch, labels=targets).loss
+            loss.backward()
+            optimiser.step()
+    finally:
+        torch.set_num_threads(threads)
     model.eval()
+    model.save_pretrained(directory)
+    return directory
+
+
+KEYWORDS = ("population", "inhabitants")
+
+
+@pytest.fixture(scope="session")
+def keyword_ce(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A hand-wired 1-label BERT that scores a pair high exactly when the passage holds a keyword.
+
+    No real model here can find one sentence inside a long window (see the chunking tests), so this one is
+    built to: keyword embeddings carry a feature, [CLS] attends uniformly, layer norms make the feature's
+    presence (not its share of the window) decide, and the classifier reads it: sigmoid(-3) = 0.047 without a
+    keyword, sigmoid(+3) = 0.953 with one, wherever it sits in the window.
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    directory = build_cross_encoder(tmp_path_factory.mktemp("keyword-ce"), seed=3)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    model = AutoModelForSequenceClassification.from_pretrained(directory)
+    bert = model.bert
+    hidden = model.config.hidden_size
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+        for keyword in KEYWORDS:
+            bert.embeddings.word_embeddings.weight[tokenizer.convert_tokens_to_ids(keyword), 0] = 1.0
+        norms = [bert.embeddings.LayerNorm]
+        for layer in bert.encoder.layer:
+            norms += [layer.attention.output.LayerNorm, layer.output.LayerNorm]
+            layer.attention.self.value.weight.copy_(torch.eye(hidden))
+            layer.attention.output.dense.weight.copy_(torch.eye(hidden))
+        for norm in norms:
+            norm.weight.fill_(1.0)
+        bert.pooler.dense.weight.copy_(torch.eye(hidden))
+        model.classifier.weight[0, 0] = 6.0
+        model.classifier.bias[0] = -3.0
     model.save_pretrained(directory)
     return directory
 

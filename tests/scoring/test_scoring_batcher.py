@@ -32,6 +32,8 @@ class Engine:
         self.fail_on: str | None = None
         self.fail_with: Exception = RuntimeError("boom")
         self.texts: dict[tuple[int, int], str] = {}
+        self.lock = threading.Lock()
+        self.inside = 0  # batches running right now
         self._ids = itertools.count()
 
     def encode(self, query: str, passages: Sequence[str]) -> list[Encoded]:
@@ -47,8 +49,12 @@ class Engine:
 
     def score_batch(self, batch: Sequence[Encoded]) -> list[float]:
         texts = [self.texts[(item.input_ids[0], 0)] for item in batch]
+        with self.lock:
+            self.inside += 1
         self.entered.set()
         self.gate.wait(5)
+        with self.lock:
+            self.inside -= 1
         if self.fail_on is not None and self.fail_on in texts:
             raise self.fail_with
         self.batches.append(texts)
@@ -70,15 +76,30 @@ class Recorder:
         raise AssertionError("the batcher does not use the cache")
 
 
-@pytest.fixture
-async def engine_and_batcher() -> AsyncIterator[tuple[Engine, Batcher, Recorder]]:
+@pytest.fixture(params=[1, 2], ids=["1-worker", "2-workers"])
+async def engine_and_batcher(request) -> AsyncIterator[tuple[Engine, Batcher, Recorder]]:
     engine = Engine()
     recorder = Recorder()
-    batcher = Batcher("fake", engine, max_wait_ms=1, max_queue_pairs=500, observer=recorder)
+    batcher = Batcher(
+        "fake", engine, workers=request.param, max_wait_ms=1, max_queue_pairs=500, observer=recorder
+    )
     batcher.start()
     yield engine, batcher, recorder
     engine.gate.set()
     await batcher.close()
+
+
+async def occupy_workers(engine: Engine, batcher: Batcher) -> list[asyncio.Task[list[float]]]:
+    """Hold every worker inside a batch (one long blocker each), so new requests have to wait in the queue."""
+    engine.gate.clear()
+    blockers = [
+        asyncio.create_task(batcher.submit("q", [f"blocker{i} " + "w " * 40])) for i in range(batcher.workers)
+    ]
+    deadline = time.monotonic() + 5
+    while engine.inside < batcher.workers:
+        assert time.monotonic() < deadline, "workers did not pick up the blockers"
+        await asyncio.sleep(0.005)
+    return blockers
 
 
 def passages(prefix: str, count: int) -> list[str]:
@@ -120,7 +141,9 @@ async def test_concurrent_callers_get_their_own_scores_in_order(engine_and_batch
     results = await asyncio.gather(*(batcher.submit("q", ps) for ps in work.values()))
     for ps, scores in zip(work.values(), results, strict=True):
         assert scores == [fake_score(p) for p in ps]
-    assert any(len({text.split()[0] for text in batch}) > 1 for batch in engine.batches), "callers share batches"
+    assert any(len({text.split()[0] for text in batch}) > 1 for batch in engine.batches), (
+        "callers share batches"
+    )
     assert all(padded <= engine.max_batch_tokens for _, padded in recorder.batches)
     assert batcher.stats.queued_pairs == 0 and recorder.depths[-1] == 0
 
@@ -142,15 +165,12 @@ async def test_many_callers_make_fewer_denser_calls_than_one_by_one(engine_and_b
 
 async def test_cancelled_request_is_dropped_before_scoring(engine_and_batcher):
     engine, batcher, _ = engine_and_batcher
-    engine.gate.clear()
-    engine.entered.clear()
-    blocker = asyncio.create_task(batcher.submit("q", ["blocker"]))
-    await asyncio.to_thread(engine.entered.wait, 5)
+    blockers = await occupy_workers(engine, batcher)
     doomed = passages("doomed", 9)
     with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(batcher.submit("q", doomed), timeout=0.05)
     engine.gate.set()
-    await blocker
+    await asyncio.gather(*blockers)
     assert await batcher.submit("q", ["after"]) == [fake_score("after")]
     scored = [text for batch in engine.batches for text in batch]
     assert not any(text.startswith("doomed") for text in scored)
@@ -161,18 +181,24 @@ async def test_cancelled_request_is_dropped_before_scoring(engine_and_batcher):
 async def test_cancelled_request_already_in_the_pool_loses_its_remaining_batches(engine_and_batcher):
     engine, batcher, _ = engine_and_batcher
     engine.gate.clear()
-    engine.entered.clear()
     long_request = ["big " + "w " * 30 for _ in range(8)]  # 32 tokens each: 2 per batch, 4 batches
     task = asyncio.create_task(batcher.submit("q", long_request))
-    await asyncio.to_thread(engine.entered.wait, 5)  # first batch is running
+    deadline = time.monotonic() + 5
+    while engine.inside < batcher.workers:  # every worker is running one of its batches
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.005)
     task.cancel()
     await asyncio.sleep(0.02)
     engine.gate.set()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await batcher.submit("q", ["after"]) == [fake_score("after")]
+    deadline = time.monotonic() + 5
+    while engine.inside:  # the other worker may still be finishing its batch
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.005)
     big_batches = [batch for batch in engine.batches if batch[0].startswith("big")]
-    assert len(big_batches) == 1, "only the batch already running was scored"
+    assert len(big_batches) == batcher.workers, "only the batches already running were scored"
     assert batcher.stats.pairs_dropped == len(long_request)
     assert batcher.stats.queued_pairs == 0
 

@@ -52,9 +52,13 @@ async def scorers() -> AsyncIterator[list[LocalScorer]]:
         await scorer.close()
 
 
-def reference(loader: Callable[[Path], Any], path: Path, query: str, passages: list[str], **kw: Any) -> np.ndarray:
+def reference(
+    loader: Callable[[Path], Any], path: Path, query: str, passages: list[str], **kw: Any
+) -> np.ndarray:
     encoder = loader(path)
-    return np.asarray(encoder.predict([(query, p) for p in passages], batch_size=4, show_progress_bar=False, **kw))
+    return np.asarray(
+        encoder.predict([(query, p) for p in passages], batch_size=4, show_progress_bar=False, **kw)
+    )
 
 
 async def test_tiny_model_matches_sentence_transformers(tiny_ce, st_cross_encoder, scorers):
@@ -73,7 +77,9 @@ async def test_identity_named_in_config_gives_raw_logits_like_sentence_transform
     scorer = await started(ModelSettings(source=str(tiny_ce_identity), dtype="float32"))
     scorers.append(scorer)
     ours = np.asarray(await scorer.score(QUERY, PASSAGES))
-    np.testing.assert_allclose(ours, reference(st_cross_encoder, tiny_ce_identity, QUERY, PASSAGES), atol=1e-4)
+    np.testing.assert_allclose(
+        ours, reference(st_cross_encoder, tiny_ce_identity, QUERY, PASSAGES), atol=1e-4
+    )
     assert scorer.model is not None and "Identity" in scorer.model.output.description
 
 
@@ -83,7 +89,9 @@ async def test_forced_activations_on_one_label_model(tiny_ce, tiny_ce_identity, 
     auto = await started(ModelSettings(source=str(tiny_ce), dtype="float32"))
     scorers.extend([raw, sig, auto])
     logits = np.asarray(await raw.score(QUERY, PASSAGES))
-    np.testing.assert_allclose(np.asarray(await auto.score(QUERY, PASSAGES)), 1 / (1 + np.exp(-logits)), atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(await auto.score(QUERY, PASSAGES)), 1 / (1 + np.exp(-logits)), atol=1e-5
+    )
     forced = np.asarray(await sig.score(QUERY, PASSAGES))
     assert np.all((forced > 0) & (forced < 1))
     with pytest.raises(ModelConfigError, match="softmax"):

@@ -1,0 +1,223 @@
+"""The remote scorer against a real aiohttp server on 127.0.0.1 that speaks text-embeddings-inference's /rerank."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from bridge.scoring import ModelConfigError, ModelSettings, RemoteSettings, ScoringError
+from bridge.scoring.remote import RemoteScorer
+
+
+def raw_score(text: str) -> float:
+    return (len(text) % 17) / 4 - 2
+
+
+class TEI:
+    """A scripted TEI ``/rerank``: batch cap, answers in reverse order, injectable failures and delays."""
+
+    def __init__(self, max_batch: int = 4) -> None:
+        self.max_batch = max_batch
+        self.calls: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.failures: list[tuple[int, dict[str, str]]] = []
+        self.delay = 0.0
+        self.malformed = False
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.url = ""
+
+    async def rerank(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.calls.append(body)
+        self.headers.append(dict(request.headers))
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            if self.failures:
+                status, headers = self.failures.pop(0)
+                error = {"error": f"scripted failure {status}", "error_type": "overloaded"}
+                return web.json_response(error, status=status, headers=headers)
+            texts = body["texts"]
+            if len(texts) > self.max_batch:
+                message = f"batch size {len(texts)} > maximum allowed batch size {self.max_batch}"
+                return web.json_response({"error": message, "error_type": "validation"}, status=413)
+            if self.malformed:
+                return web.json_response([{"index": 0}])
+            ranks = []
+            for index, text in enumerate(texts):
+                score = raw_score(text)
+                ranks.append(
+                    {"index": index, "score": score if body["raw_scores"] else 1 / (1 + math.exp(-score))}
+                )
+            return web.json_response(ranks[::-1])
+        finally:
+            self.in_flight -= 1
+
+
+@pytest.fixture
+async def tei() -> AsyncIterator[TEI]:
+    server = TEI()
+    app = web.Application()
+    app.router.add_post("/rerank", server.rerank)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    server.url = f"http://{host}:{port}"
+    yield server
+    await runner.cleanup()
+
+
+def settings(url: str, activation: str = "auto", cache_size: int = 0, **remote: Any) -> ModelSettings:
+    remote = {"timeout_s": 2.0, "backoff_s": 0.01, "max_client_batch_size": 4, **remote}
+    return ModelSettings(
+        source="remote-model",
+        activation=activation,  # type: ignore[arg-type]
+        cache_size=cache_size,
+        warmup=False,
+        remote=RemoteSettings(url=url, **remote),
+    )
+
+
+@pytest.fixture
+async def make(tei: TEI) -> AsyncIterator[Any]:
+    made: list[RemoteScorer] = []
+
+    async def factory(**kwargs: Any) -> RemoteScorer:
+        url = kwargs.pop("url", tei.url)
+        scorer = RemoteScorer("remote", settings(url, **kwargs))
+        await scorer.start()
+        made.append(scorer)
+        return scorer
+
+    yield factory
+    for scorer in made:
+        await scorer.close()
+
+
+TEXTS = [f"passage number {i} " + "x" * i for i in range(10)]
+
+
+async def test_splits_above_the_batch_cap_concurrently_and_keeps_order(tei, make):
+    tei.delay = 0.05
+    scorer = await make(activation="identity")
+    scores = await scorer.score("query", TEXTS)
+    assert scores == pytest.approx([raw_score(t) for t in TEXTS])
+    assert [len(call["texts"]) for call in tei.calls] == [4, 4, 2]
+    assert tei.max_in_flight == 3, "the parts are sent at the same time"
+    assert all(call["query"] == "query" and call["truncate"] is True for call in tei.calls)
+
+
+async def test_raw_scores_follows_the_activation(tei, make):
+    raw = await make(activation="identity")
+    squashed = await make(activation="auto")
+    assert await raw.score("q", ["abc"]) == pytest.approx([raw_score("abc")])
+    assert await squashed.score("q", ["abc"]) == pytest.approx([1 / (1 + math.exp(-raw_score("abc")))])
+    assert [call["raw_scores"] for call in tei.calls] == [True, False]
+    for bad in ({"activation": "softmax"}, {"label": "entailment"}):
+        with pytest.raises(ModelConfigError):
+            RemoteScorer("x", settings(tei.url).model_copy(update=bad))
+
+
+async def test_retries_5xx_and_gives_up_after_the_configured_tries(tei, make):
+    tei.failures = [(503, {}), (502, {})]
+    scorer = await make(retries=2)
+    assert len(await scorer.score("q", ["a", "b"])) == 2
+    assert len(tei.calls) == 3
+    tei.calls.clear()
+    tei.failures = [(503, {}), (503, {})]
+    stingy = await make(retries=1)
+    with pytest.raises(ScoringError, match="failed after 2 tries: HTTP 503: scripted failure 503"):
+        await stingy.score("q", ["a"])
+    assert len(tei.calls) == 2
+
+
+async def test_429_waits_for_retry_after(tei, make):
+    tei.failures = [(429, {"Retry-After": "0.3"})]
+    scorer = await make(retries=1)
+    started = time.monotonic()
+    assert len(await scorer.score("q", ["a"])) == 1
+    assert time.monotonic() - started >= 0.3
+
+
+async def test_timeout_is_a_scoring_error_without_resending(tei, make):
+    tei.delay = 1.5
+    scorer = await make(timeout_s=0.2, retries=3)
+    started = time.monotonic()
+    with pytest.raises(ScoringError, match=r"did not answer within 0\.20 s"):
+        await scorer.score("q", ["a"])
+    assert time.monotonic() - started < 1.0
+    assert len(tei.calls) == 1
+
+
+async def test_retries_stop_at_the_deadline(tei, make):
+    tei.failures = [(500, {})] * 100
+    scorer = await make(retries=50, backoff_s=0.1, deadline_s=0.5)
+    started = time.monotonic()
+    with pytest.raises(ScoringError):
+        await scorer.score("q", ["a"])
+    assert time.monotonic() - started < 0.8
+    assert 2 <= len(tei.calls) <= 4
+
+
+async def test_4xx_fails_at_once_with_the_servers_message(tei, make):
+    scorer = await make(max_client_batch_size=8)  # more than this server takes
+    with pytest.raises(ScoringError, match="maximum allowed batch size 4"):
+        await scorer.score("q", TEXTS)
+    assert [len(call["texts"]) for call in tei.calls].count(8) == 1, "a 4xx is not retried"
+
+
+async def test_unreachable_server_is_retried_then_fails(make):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    scorer = await make(url=f"http://127.0.0.1:{port}", retries=2)
+    with pytest.raises(ScoringError, match="failed after 3 tries: cannot reach") as caught:
+        await scorer.score("q", ["a"])
+    assert caught.value.__cause__ is not None
+
+
+async def test_malformed_response_is_a_scoring_error(tei, make):
+    tei.malformed = True
+    scorer = await make()
+    with pytest.raises(ScoringError, match="malformed"):
+        await scorer.score("q", ["a"])
+
+
+async def test_cache_and_api_key(tei, make):
+    scorer = await make(cache_size=10, api_key="s3cret")
+    first = await scorer.score("q", ["a", "b"])
+    assert await scorer.score("q", ["b", "a"]) == first[::-1]
+    assert len(tei.calls) == 1
+    assert tei.headers[0]["Authorization"] == "Bearer s3cret"
+
+
+async def test_cancelled_call_leaves_the_scorer_usable(tei, make):
+    scorer = await make()
+    tei.delay = 1.0
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(scorer.score("q", TEXTS), timeout=0.1)
+    tei.delay = 0.0
+    assert len(await scorer.score("q", ["a"])) == 1
+
+
+async def test_start_warms_up_and_tolerates_a_dead_server(tei, caplog):
+    scorer = RemoteScorer("warm", settings(tei.url).model_copy(update={"warmup": True}))
+    await scorer.start()
+    await scorer.close()
+    assert len(tei.calls) == 1
+    dead = RemoteScorer("dead", settings("http://127.0.0.1:9", retries=0).model_copy(update={"warmup": True}))
+    await dead.start()  # logs, does not raise: the server may come up later
+    await dead.close()
+    assert "did not answer the warm-up call" in caplog.text
