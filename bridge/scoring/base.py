@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Protocol
+
+_log = logging.getLogger(__name__)
 
 
 class ScoringError(Exception):
@@ -58,3 +61,28 @@ class NullObserver:
 
     def cache_lookup(self, model: str, hits: int, misses: int) -> None:
         pass
+
+
+class GuardedObserver:
+    """Wraps an observer so that a failing metrics call is logged, never raised into the scoring path."""
+
+    def __init__(self, inner: ScoringObserver | None) -> None:
+        self.inner: ScoringObserver = inner or NullObserver()
+
+    def batch_done(self, model: str, pairs: int, padded_tokens: int, seconds: float) -> None:
+        try:
+            self.inner.batch_done(model, pairs, padded_tokens, seconds)
+        except Exception:
+            _log.exception("observer failed in batch_done")
+
+    def queue_depth(self, model: str, pairs: int) -> None:
+        try:
+            self.inner.queue_depth(model, pairs)
+        except Exception:
+            _log.exception("observer failed in queue_depth")
+
+    def cache_lookup(self, model: str, hits: int, misses: int) -> None:
+        try:
+            self.inner.cache_lookup(model, hits, misses)
+        except Exception:
+            _log.exception("observer failed in cache_lookup")

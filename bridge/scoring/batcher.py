@@ -29,7 +29,7 @@ from typing import Protocol
 
 import numpy as np
 
-from bridge.scoring.base import NullObserver, QueueFullError, ScoringError, ScoringObserver
+from bridge.scoring.base import GuardedObserver, QueueFullError, ScoringError, ScoringObserver
 from bridge.scoring.model import Encoded, padded_tokens
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ class Batcher:
         self._max_wait = max_wait_ms / 1000.0
         self._max_queue_pairs = max_queue_pairs
         self._window = WINDOW_BATCHES * engine.max_batch_tokens
-        self._observer: ScoringObserver = observer or NullObserver()
+        self._observer: ScoringObserver = GuardedObserver(observer)
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._stopping = False

@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Sequence
 
-from bridge.scoring.base import NullObserver, ScoringError, ScoringObserver
+from bridge.scoring.base import GuardedObserver, ScoringError, ScoringObserver
 from bridge.scoring.batcher import Batcher, BatcherStats
 from bridge.scoring.cache import ScoreCache, score_through_cache
 from bridge.scoring.model import CrossEncoderModel
@@ -31,7 +31,7 @@ class LocalScorer:
             raise ValueError(f"model {name!r} is configured as remote; use RemoteScorer")
         self.name = name
         self.settings = settings
-        self._observer: ScoringObserver = observer or NullObserver()
+        self._observer: ScoringObserver = GuardedObserver(observer)
         self._cache = ScoreCache(settings.cache_size)
         self.model: CrossEncoderModel | None = None
         self._batcher: Batcher | None = None

@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 
-from bridge.scoring.base import ModelConfigError, NullObserver, ScoringError, ScoringObserver
+from bridge.scoring.base import GuardedObserver, ModelConfigError, ScoringError, ScoringObserver
 from bridge.scoring.cache import ScoreCache, score_through_cache
 from bridge.scoring.settings import ModelSettings, RemoteSettings
 
@@ -76,7 +76,7 @@ class RemoteScorer:
             self._url += "/rerank"
         retries = self.remote.retries
         self._deadline = self.remote.deadline_s or self.remote.timeout_s * (retries + 1)
-        self._observer: ScoringObserver = observer or NullObserver()
+        self._observer: ScoringObserver = GuardedObserver(observer)
         self._cache = ScoreCache(settings.cache_size)
         self._session: aiohttp.ClientSession | None = None
 

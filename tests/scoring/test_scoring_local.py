@@ -226,3 +226,20 @@ async def test_failed_start_closes_the_scorers_already_started(tiny_ce, tmp_path
         await start_scorers({"good": good, "bad": bad})
     with pytest.raises(ScoringError, match="not started"):
         await good.score("q", ["p"])
+
+
+async def test_a_failing_observer_never_breaks_scoring(tiny_ce, caplog):
+    class Broken:
+        def batch_done(self, *args: object) -> None:
+            raise RuntimeError("metrics backend down")
+
+        queue_depth = cache_lookup = batch_done
+
+    scorer = LocalScorer("observed", ModelSettings(source=str(tiny_ce), cache_size=10), Broken())  # type: ignore[arg-type]
+    await scorer.start()
+    try:
+        assert len(await scorer.score("q", ["a", "b"])) == 2
+        assert len(await scorer.score("q", ["a", "b"])) == 2
+    finally:
+        await scorer.close()
+    assert "observer failed" in caplog.text
