@@ -78,6 +78,7 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--serial-requests", type=int, default=2000, help="requests at concurrency 1")
     parser.add_argument("--port", type=int, default=9411)
+    parser.add_argument("--workers", type=int, default=1, help="bridge processes (server.workers)")
     args = parser.parse_args()
     upstream = engine_url(args.upstream)
     await prepare(upstream)
@@ -85,7 +86,7 @@ async def main() -> None:
     bridge = start_bridge(
         {
             "upstream": {"url": upstream},
-            "server": {"host": "127.0.0.1", "port": args.port},
+            "server": {"host": "127.0.0.1", "port": args.port, "workers": args.workers},
             "log_level": "warning",
         },
         scratch,

@@ -70,7 +70,7 @@ def request_for(i: int) -> tuple[str, str, str, bytes | None, dict[str, str]]:
     if kind < 6:
         return "passthrough", "POST", f"/{PLAIN}/_search", search, JSON_HEADERS
     if kind < 8:
-        path = ("/_cluster/health", f"/{PLAIN}/_count", f"/{PLAIN}/_doc/{i % 200}")[i % 3]
+        path = (f"/_cluster/health/{PLAIN}", f"/{PLAIN}/_count", f"/{PLAIN}/_doc/{i % 200}")[i % 3]
         return "passthrough", "GET", path, None, {}
     if kind < 14:
         return "reranked", "POST", f"/{RULED}/_search", search, JSON_HEADERS

@@ -58,6 +58,9 @@ class ServerSettings(BaseModel):
     drain_timeout_s: float = Field(
         30.0, ge=0, description="on SIGTERM, how long in-flight requests may finish"
     )
+    workers: int = Field(
+        1, ge=1, description="processes sharing the port (SO_REUSEPORT); each loads its own models"
+    )
 
 
 class RuleSettings(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 
 from aiohttp import web
@@ -41,7 +42,13 @@ async def run_until_stopped(settings: Settings) -> None:
     except Exception as error:
         await runner.cleanup()
         raise StartupError(f"cannot load the configured models: {error}") from error
-    site = web.TCPSite(runner, settings.server.host, settings.server.port, backlog=1024)
+    site = web.TCPSite(
+        runner,
+        settings.server.host,
+        settings.server.port,
+        backlog=1024,
+        reuse_port=settings.server.workers > 1 or None,
+    )
     try:
         await site.start()
     except OSError as error:
@@ -68,6 +75,12 @@ async def run_until_stopped(settings: Settings) -> None:
 
 def serve(settings: Settings) -> None:
     configure_logging(settings.log_level, settings.log_format)
+    if settings.server.workers > 1:
+        raise SystemExit(_serve_in_workers(settings))
+    _serve_one(settings)
+
+
+def _serve_one(settings: Settings) -> None:
     with contextlib.suppress(ImportError):
         import uvloop
 
@@ -77,3 +90,31 @@ def serve(settings: Settings) -> None:
     except StartupError as error:
         log.error(str(error))
         raise SystemExit(1) from error
+
+
+def _serve_in_workers(settings: Settings) -> int:
+    """Several single-threaded event loops on one port: the kernel spreads connections across them."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # no torch or event-loop state crosses a fork
+    workers = [context.Process(target=serve_worker, args=(settings,)) for _ in range(settings.server.workers)]
+    for worker in workers:
+        worker.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for worker in workers:
+            if worker.pid is not None and worker.is_alive():
+                os.kill(worker.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for worker in workers:
+        worker.join()
+    return max((worker.exitcode or 0) for worker in workers)
+
+
+def serve_worker(settings: Settings) -> None:
+    """One worker process of ``server.workers``."""
+    configure_logging(settings.log_level, settings.log_format)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards it as it comes
+    _serve_one(settings)

@@ -136,3 +136,35 @@ async def test_sigterm_drains_in_flight_requests(slow_engine: str) -> None:
     assert process.stderr is not None
     log = (await process.stderr.read()).decode()
     assert '"message": "draining"' in log and '"message": "stopped"' in log
+
+
+async def test_workers_share_the_port_and_stop_together(slow_engine: str) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "BRIDGE_UPSTREAM__URL": slow_engine,
+        "BRIDGE_SERVER__PORT": str(port),
+        "BRIDGE_SERVER__WORKERS": "2",
+    }
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "bridge", "serve", env=env)
+    try:
+        async with aiohttp.ClientSession() as http:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/_bridge/health") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientConnectionError:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)
+            for _ in range(10):
+                async with http.get(f"http://127.0.0.1:{port}/any") as response:
+                    assert response.status == 200
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
