@@ -420,3 +420,40 @@ async def test_previous_score_and_metrics(opensearch_url: str, tiny_model: Path,
     assert 'rerank_bridge_score_cache_hits_total{model="tiny"} 50.0' in metrics
     assert 'rerank_bridge_batch_pairs_count{model="tiny"}' in metrics
     assert 'rerank_bridge_rerank_duration_seconds_count{model="tiny"} 2.0' in metrics
+
+
+@pytest.mark.parametrize(("over_limit", "status"), [("fail_open", 200), ("reject", 429)])
+async def test_a_full_queue_fails_open_or_rejects(
+    over_limit: str, status: int, opensearch_url: str, tiny_model: Path, indices: None
+) -> None:
+    settings = Settings(
+        upstream={"url": opensearch_url},
+        models={"tiny": {"source": str(tiny_model), "dtype": "float32", "max_queue_pairs": 5}},
+        rules=[{"indices": ["rr-*"], "fields": ["title", "text"], "window": 50}],
+        limits={"over_limit": over_limit},
+    )
+    async with running_bridge(settings) as url, aiohttp.ClientSession() as http:
+        got, answer, headers = await search(http, url, RULED, {"query": QUERY, "size": 10})
+        _, direct, _ = await search(http, opensearch_url, RULED, {"query": QUERY, "size": 10})
+    assert got == status
+    if status == 200:
+        assert headers["X-Rerank"] == "skipped; reason=queue_full"
+        assert ids(answer) == ids(direct)
+    else:
+        assert answer["status"] == 429 and answer["error"]["type"] == "rejected_execution_exception"
+
+
+async def test_search_deadline_is_a_504(opensearch_url: str, tiny_model: Path, indices: None) -> None:
+    settings = Settings(
+        upstream={"url": opensearch_url},
+        models={"tiny": {"source": "unused"}},
+        rules=[{"indices": ["rr-*"], "fields": ["title", "text"], "window": 50, "timeout_ms": 60000}],
+        limits={"search_deadline_s": 0.3},
+    )
+    async with (
+        running_bridge(settings, scorers={"tiny": FailingScorer("tiny", "hang")}) as url,
+        aiohttp.ClientSession() as http,
+    ):
+        got, answer, _ = await search(http, url, RULED, {"query": QUERY})
+    assert got == 504
+    assert answer["error"]["type"] == "search_deadline_exceeded_exception" and answer["status"] == 504
