@@ -20,6 +20,20 @@ from tests.bridge_server import running_bridge
 from tests.ops.test_upstream_faults import free_port, serve
 
 
+async def wait_until_healthy(http: aiohttp.ClientSession, url: str, timeout_s: float = 60) -> None:
+    """A bridge process just started: poll its liveness endpoint until it answers."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            async with http.get(url + "/_bridge/health") as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientConnectionError:
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.1)
+
+
 @pytest.fixture
 async def slow_engine() -> AsyncIterator[str]:
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -109,16 +123,7 @@ async def test_sigterm_drains_in_flight_requests(slow_engine: str) -> None:
     url = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as http:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    async with http.get(url + "/_bridge/health") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    if time.monotonic() > deadline:
-                        raise
-                    await asyncio.sleep(0.1)
+            await wait_until_healthy(http, url)
             in_flight = asyncio.create_task(http.get(url + "/slow"))
             await asyncio.sleep(0.3)
             process.send_signal(signal.SIGTERM)
@@ -149,16 +154,7 @@ async def test_workers_share_the_port_and_stop_together(slow_engine: str) -> Non
     process = await asyncio.create_subprocess_exec(sys.executable, "-m", "bridge", "serve", env=env)
     try:
         async with aiohttp.ClientSession() as http:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    async with http.get(f"http://127.0.0.1:{port}/_bridge/health") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    if time.monotonic() > deadline:
-                        raise
-                    await asyncio.sleep(0.2)
+            await wait_until_healthy(http, f"http://127.0.0.1:{port}")
             for _ in range(10):
                 async with http.get(f"http://127.0.0.1:{port}/any") as response:
                     assert response.status == 200
