@@ -84,7 +84,8 @@ class RemoteScorer:
         """Open the connection pool and try one tiny call, so a misconfigured URL shows up in the start log."""
         if self._session is not None:
             return
-        headers = {"Authorization": f"Bearer {self.remote.api_key}"} if self.remote.api_key else {}
+        key = self.remote.api_key
+        headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key is not None else {}
         self._session = aiohttp.ClientSession(headers=headers)
         if self.settings.warmup:
             try:

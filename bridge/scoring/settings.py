@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, PositiveInt, SecretStr
 
 
 class RemoteSettings(BaseModel):
@@ -16,7 +16,7 @@ class RemoteSettings(BaseModel):
     timeout_s: float = Field(10.0, gt=0, description="per HTTP call")
     retries: int = Field(2, ge=0, description="extra tries on connection errors and 5xx, within the deadline")
     max_client_batch_size: PositiveInt = Field(32, description="texts per call; larger requests are split")
-    api_key: str | None = Field(None, description="sent as a Bearer token")
+    api_key: SecretStr | None = Field(None, description="sent as a Bearer token")
     deadline_s: float | None = Field(
         None,
         gt=0,

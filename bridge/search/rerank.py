@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -52,6 +53,8 @@ class Reranker:
                 scores = await asyncio.wait_for(
                     self.scorers[plan.model].score(plan.query_text, texts), plan.timeout_s
                 )
+                if len(scores) != len(texts) or not all(math.isfinite(score) for score in scores):
+                    raise ScoringError(f"{len(scores)} scores (or non-finite ones) for {len(texts)} passages")
         except TimeoutError:
             reason = "timeout"
         except QueueFullError:

@@ -374,11 +374,13 @@ class FailingScorer:
             raise ScoringError("CUDA error: device-side assert triggered")
         if self.mode == "oom":
             raise MemoryError("out of memory")
+        if self.mode == "short":
+            return [1.0]  # a broken scorer: one score for many passages
         await asyncio.sleep(3600)
         return []
 
 
-@pytest.mark.parametrize("mode", ["raise", "oom", "hang"])
+@pytest.mark.parametrize("mode", ["raise", "oom", "hang", "short"])
 async def test_fail_open_gives_engine_order(
     mode: str, opensearch_url: str, tiny_model: Path, indices: None
 ) -> None:
