@@ -38,25 +38,15 @@ WINDOW = 30
 
 
 async def prepare(url: str) -> None:
+    from tests.indices import create_index
+
+    def doc(i: int) -> dict[str, Any]:
+        words = [WORDS[(i * 7 + k * 3) % len(WORDS)] for k in range(5 + i % 20)]
+        return {"title": " ".join(words[:4]), "text": " ".join(words), "n": i}
+
     async with aiohttp.ClientSession() as http:
         for index, count in ((RULED, 400), (PLAIN, 200)):
-            await http.delete(f"{url}/{index}")
-            await http.put(
-                f"{url}/{index}", json={"settings": {"number_of_replicas": 0, "number_of_shards": 1}}
-            )
-            lines = []
-            for i in range(count):
-                words = [WORDS[(i * 7 + k * 3) % len(WORDS)] for k in range(5 + i % 20)]
-                lines += [
-                    json.dumps({"index": {"_index": index, "_id": str(i)}}),
-                    json.dumps({"title": " ".join(words[:4]), "text": " ".join(words), "n": i}),
-                ]
-            async with http.post(
-                f"{url}/_bulk?refresh=true",
-                data="\n".join(lines) + "\n",
-                headers={"Content-Type": "application/x-ndjson"},
-            ) as response:
-                assert response.status == 200
+            await create_index(http, url, index, [doc(i) for i in range(count)])
 
 
 def request_for(i: int) -> tuple[str, str, str, bytes | None, dict[str, str]]:

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from bridge.config import Settings
 from tests.bridge_server import running_bridge
+from tests.indices import create_index
 
 pytestmark = pytest.mark.engine
 
@@ -28,22 +29,11 @@ PLAIN = "plain-bad"
 @pytest.fixture(scope="module")
 async def bridge(opensearch_url: str, tiny_model: Path) -> AsyncIterator[str]:
     async with aiohttp.ClientSession() as http:
+        docs = [
+            {"title": f"wind tunnel {i}", "text": "flow über ∂ boundary layer " * (i % 4)} for i in range(30)
+        ]
         for index in (RULED, PLAIN):
-            await http.delete(f"{opensearch_url}/{index}")
-            await http.put(f"{opensearch_url}/{index}", json={"settings": {"number_of_replicas": 0}})
-            lines = []
-            for i in range(30):
-                lines += [
-                    json.dumps({"index": {"_index": index, "_id": str(i)}}),
-                    json.dumps(
-                        {"title": f"wind tunnel {i}", "text": "flow über ∂ boundary layer " * (i % 4)}
-                    ),
-                ]
-            await http.post(
-                f"{opensearch_url}/_bulk?refresh=true",
-                data="\n".join(lines) + "\n",
-                headers={"Content-Type": "application/x-ndjson"},
-            )
+            await create_index(http, opensearch_url, index, docs)
     settings_ = Settings(
         upstream={"url": opensearch_url},
         models={"tiny": {"source": str(tiny_model), "dtype": "float32"}},

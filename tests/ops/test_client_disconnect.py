@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from bridge.config import Settings
 from bridge.scoring.local import LocalScorer
 from bridge.scoring.settings import ModelSettings
 from tests.bridge_server import running_bridge
+from tests.indices import create_index
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
@@ -24,20 +24,9 @@ WINDOW = 400
 async def test_disconnect_drops_pairs_and_leaks_nothing(opensearch_url: str, shared_model: Path) -> None:
     rng = random.Random(3)
     words = "wind flow pressure wing shock heat boundary layer laminar turbulent nozzle drag lift".split()
+    docs = [{"text": "wind " + " ".join(rng.choices(words, k=200))} for _ in range(WINDOW)]
     async with aiohttp.ClientSession() as http:
-        await http.delete(f"{opensearch_url}/{INDEX}")
-        await http.put(f"{opensearch_url}/{INDEX}", json={"settings": {"number_of_replicas": 0}})
-        lines = []
-        for i in range(WINDOW):
-            lines += [
-                json.dumps({"index": {"_index": INDEX, "_id": str(i)}}),
-                json.dumps({"text": "wind " + " ".join(rng.choices(words, k=200))}),
-            ]
-        await http.post(
-            f"{opensearch_url}/_bulk?refresh=true",
-            data="\n".join(lines) + "\n",
-            headers={"Content-Type": "application/x-ndjson"},
-        )
+        await create_index(http, opensearch_url, INDEX, docs)
 
     model = ModelSettings(source=str(shared_model), cache_size=0, max_batch_tokens=4096)
     scorer = LocalScorer("minilm", model)

@@ -16,6 +16,7 @@ import pytest
 from bridge.config import Settings
 from bridge.scoring.base import ScoringError
 from tests.bridge_server import running_bridge
+from tests.indices import create_index
 
 pytestmark = pytest.mark.engine
 
@@ -43,33 +44,14 @@ def documents(count: int, seed: int) -> list[dict[str, Any]]:
     return docs
 
 
-async def create_index(
-    http: aiohttp.ClientSession, url: str, name: str, docs: Sequence[dict[str, Any]]
-) -> None:
-    await http.delete(f"{url}/{name}")
-    mapping = {
-        "settings": {"number_of_shards": 1, "number_of_replicas": 0},
-        "mappings": {
-            "properties": {
-                "title": {"type": "text", "analyzer": "english"},
-                "text": {"type": "text", "analyzer": "english"},
-                "year": {"type": "integer"},
-                "kind": {"type": "keyword"},
-            }
-        },
+ENGLISH_MAPPINGS = {
+    "properties": {
+        "title": {"type": "text", "analyzer": "english"},
+        "text": {"type": "text", "analyzer": "english"},
+        "year": {"type": "integer"},
+        "kind": {"type": "keyword"},
     }
-    async with http.put(f"{url}/{name}", json=mapping) as response:
-        assert response.status == 200, await response.text()
-    lines = []
-    for i, doc in enumerate(docs):
-        lines += [json.dumps({"index": {"_index": name, "_id": str(i)}}), json.dumps(doc)]
-    async with http.post(
-        f"{url}/_bulk?refresh=true",
-        data="\n".join(lines) + "\n",
-        headers={"Content-Type": "application/x-ndjson"},
-    ) as response:
-        assert response.status == 200
-        assert not (await response.json())["errors"]
+}
 
 
 def settings_for(opensearch_url: str, model: Path, **rule: Any) -> Settings:
@@ -83,8 +65,8 @@ def settings_for(opensearch_url: str, model: Path, **rule: Any) -> Settings:
 @pytest.fixture(scope="module")
 async def indices(opensearch_url: str) -> AsyncIterator[None]:
     async with aiohttp.ClientSession() as http:
-        await create_index(http, opensearch_url, RULED, documents(120, 1))
-        await create_index(http, opensearch_url, PLAIN, documents(40, 2))
+        await create_index(http, opensearch_url, RULED, documents(120, 1), ENGLISH_MAPPINGS)
+        await create_index(http, opensearch_url, PLAIN, documents(40, 2), ENGLISH_MAPPINGS)
         yield
         await http.delete(f"{opensearch_url}/{RULED}")
         await http.delete(f"{opensearch_url}/{PLAIN}")

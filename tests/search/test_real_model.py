@@ -15,6 +15,7 @@ import pytest
 
 from bridge.config import Settings
 from tests.bridge_server import running_bridge
+from tests.indices import create_index
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
@@ -28,18 +29,11 @@ async def cranfield(opensearch_url: str, shared_dir: Path) -> AsyncIterator[list
     corpus = [json.loads(line) for line in (folder / "corpus.jsonl").read_text().splitlines() if line.strip()]
     queries = [json.loads(line)["text"] for line in (folder / "queries.jsonl").read_text().splitlines()[:3]]
     async with aiohttp.ClientSession() as http:
-        await http.delete(f"{opensearch_url}/{INDEX}")
-        await http.put(f"{opensearch_url}/{INDEX}", json={
-            "settings": {"number_of_replicas": 0, "number_of_shards": 1},
-            "mappings": {"properties": {"title": {"type": "text", "analyzer": "english"},
-                                        "text": {"type": "text", "analyzer": "english"}}}})
-        lines = []
-        for doc in corpus:
-            lines += [json.dumps({"index": {"_index": INDEX, "_id": doc["_id"]}}),
-                      json.dumps({"title": doc.get("title", ""), "text": doc.get("text", "")})]
-        async with http.post(f"{opensearch_url}/_bulk?refresh=true", data="\n".join(lines) + "\n",
-                             headers={"Content-Type": "application/x-ndjson"}) as response:
-            assert response.status == 200 and not (await response.json())["errors"]
+        english = {"type": "text", "analyzer": "english"}
+        docs = {doc["_id"]: {"title": doc.get("title", ""), "text": doc.get("text", "")} for doc in corpus}
+        await create_index(
+            http, opensearch_url, INDEX, docs, {"properties": {"title": english, "text": english}}
+        )
         yield queries
         await http.delete(f"{opensearch_url}/{INDEX}")
 
@@ -60,8 +54,9 @@ def model_scores(model_dir: Path, query: str, passages: list[str]) -> list[float
     return scores
 
 
-async def test_reranked_window_is_the_models_order(opensearch_url: str, shared_model: Path,
-                                                   cranfield: list[str]) -> None:
+async def test_reranked_window_is_the_models_order(
+    opensearch_url: str, shared_model: Path, cranfield: list[str]
+) -> None:
     settings = Settings(
         upstream={"url": opensearch_url},
         models={"minilm": {"source": str(shared_model), "dtype": "float32", "cache_size": 0}},
@@ -83,6 +78,8 @@ async def test_reranked_window_is_the_models_order(opensearch_url: str, shared_m
             for hit in bridged:
                 assert hit["_score"] == pytest.approx(by_id[hit["_id"]], abs=1e-4)
             model_order = sorted(by_id, key=lambda i: -by_id[i])
-            for position, (got, want) in enumerate(zip([h["_id"] for h in bridged], model_order, strict=True)):
+            for position, (got, want) in enumerate(
+                zip([h["_id"] for h in bridged], model_order, strict=True)
+            ):
                 assert got == want or abs(by_id[got] - by_id[want]) < 1e-4, position
             assert [h["_id"] for h in bridged] != [h["_id"] for h in engine_hits]
