@@ -12,6 +12,7 @@ from bridge.config import Settings
 from bridge.errors import BridgeHTTPError, error_response
 from bridge.ops.access_log import access_log
 from bridge.scoring.base import Scorer
+from bridge.server.admin import add_admin_routes
 from bridge.server.relay import relay
 from bridge.server.state import BridgeState, state_key
 
@@ -62,7 +63,7 @@ def create_app(settings: Settings, scorers: Mapping[str, Scorer] | None = None) 
         client_max_size=settings.limits.max_search_body_bytes,
     )
     app[state_key] = state
-    state.add_bridge_routes(app)
+    add_admin_routes(app)
     app.router.add_route("*", "/{tail:.*}", dispatch)
     app.on_startup.append(_start)
     app.on_cleanup.append(_close)

@@ -31,6 +31,7 @@ class BridgeState:
     def build(cls, settings: Settings, scorers: Mapping[str, Scorer] | None = None) -> BridgeState:
         metrics = Metrics()
         if scorers is None and settings.models:
+            # Imported here: the registry pulls in torch, which a passthrough-only bridge never needs.
             from bridge.scoring.registry import build_scorers
 
             scorers = build_scorers(settings.models, metrics)
@@ -42,23 +43,22 @@ class BridgeState:
     async def start(self) -> None:
         await self.upstream.start()
         try:
-            for name, scorer in self.scorers.items():
-                log.info("loading model", extra={"model": name})
-                await scorer.start()
+            if self.scorers:
+                from bridge.scoring.registry import start_scorers
+
+                log.info("loading models", extra={"models": sorted(self.scorers)})
+                await start_scorers(self.scorers)
         except BaseException:
-            await self.close()  # aiohttp runs no cleanup for a startup that failed
+            await self.upstream.close()  # aiohttp runs no cleanup for a startup that failed
             raise
         self.models_ready.set()
 
     async def close(self) -> None:
-        for scorer in self.scorers.values():
-            await scorer.close()
+        if self.scorers:
+            from bridge.scoring.registry import close_scorers
+
+            await close_scorers(self.scorers)
         await self.upstream.close()
-
-    def add_bridge_routes(self, app: web.Application) -> None:
-        from bridge.server.admin import add_admin_routes
-
-        add_admin_routes(app)
 
 
 state_key = web.AppKey("bridge_state", BridgeState)
