@@ -1,6 +1,6 @@
 """Passthrough overhead: the same bounded load straight to the engine and through the bridge, in one run.
 
-Usage: python bench/passthrough.py [--upstream URL] [--requests 20000] [--concurrency 32]
+Usage: python bench/passthrough.py [--upstream URL] [--requests 20000] [--concurrency 32] [--rounds 4]
 Starts the engine with scripts/opensearch.sh when --upstream is not given and nothing answers on :9200, and the
 bridge as a separate ``rerank-bridge serve`` process (as deployed). Prints a table, then one JSON line.
 """
@@ -76,7 +76,8 @@ async def main() -> None:
     parser.add_argument("--upstream", default=None)
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--serial-requests", type=int, default=2000, help="requests at concurrency 1")
+    parser.add_argument("--serial-requests", type=int, default=4000, help="requests at concurrency 1")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds per path and concurrency")
     parser.add_argument("--port", type=int, default=9411)
     parser.add_argument("--workers", type=int, default=1, help="bridge processes (server.workers)")
     args = parser.parse_args()
@@ -95,17 +96,29 @@ async def main() -> None:
     rows = []
     try:
         for concurrency, total in ((1, args.serial_requests), (args.concurrency, args.requests)):
-            for name, url in (("direct", upstream), ("bridge", bridged_url)):
+            paths = {"direct": upstream, "bridge": bridged_url}
+            seconds = dict.fromkeys(paths, 0.0)
+            latencies: dict[str, list[float]] = {name: [] for name in paths}
+            for url in paths.values():
                 await load(url, min(total, 200), concurrency)  # warm connections and JIT
-                seconds, latencies = await load(url, total, concurrency)
+            # Interleaved rounds, alternating which path goes first: drift in the machine's load or in the
+            # engine's JIT falls on both paths alike.
+            share = total // args.rounds
+            for round_no in range(args.rounds):
+                order = list(paths.items()) if round_no % 2 == 0 else list(reversed(paths.items()))
+                for name, url in order:
+                    spent, measured = await load(url, share, concurrency)
+                    seconds[name] += spent
+                    latencies[name].extend(measured)
+            for name in paths:
                 rows.append(
                     {
                         "path": name,
                         "concurrency": concurrency,
-                        "requests": total,
-                        "rps": total / seconds,
-                        "p50_ms": percentile(latencies, 50),
-                        "p99_ms": percentile(latencies, 99),
+                        "requests": share * args.rounds,
+                        "rps": share * args.rounds / seconds[name],
+                        "p50_ms": percentile(latencies[name], 50),
+                        "p99_ms": percentile(latencies[name], 99),
                     }
                 )
     finally:

@@ -19,7 +19,7 @@ from bridge.errors import BridgeHTTPError
 from bridge.ops.access_log import decision_key
 from bridge.ops.metrics import Metrics
 from bridge.scoring.base import Scorer
-from bridge.search.endpoints import SearchAPI, SearchEndpoint, classify
+from bridge.search.endpoints import SearchAPI, SearchEndpoint
 from bridge.search.filter_path import apply_filter_path
 from bridge.search.multi import MultiItem, encode_line, join_lines, parse_multi
 from bridge.search.plan import Plan, Skip, plan_search
@@ -48,10 +48,9 @@ class SearchInterceptor:
         self.metrics = metrics
         self.reranker = Reranker(scorers, metrics, settings.limits)
 
-    async def handle(self, request: web.Request) -> web.StreamResponse | None:
-        """The answer for a search the bridge takes on; None to relay the request untouched."""
-        endpoint = classify(request.method, request.raw_path)
-        if endpoint is None or not _wants_json(request):
+    async def handle(self, request: web.Request, endpoint: SearchEndpoint) -> web.StreamResponse | None:
+        """The answer for a search (``endpoint``, from :func:`classify`); None to relay the request untouched."""
+        if not _wants_json(request):
             return None
         raw = await self._read_body(request)
         query = QueryString.parse(request.raw_path.partition("?")[2])

@@ -12,6 +12,7 @@ from bridge.config import Settings
 from bridge.errors import BridgeHTTPError, error_response
 from bridge.ops.access_log import access_log
 from bridge.scoring.base import Scorer
+from bridge.search.endpoints import classify
 from bridge.server.admin import add_admin_routes
 from bridge.server.relay import relay
 from bridge.server.state import BridgeState, state_key
@@ -24,10 +25,13 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def dispatch(request: web.Request) -> web.StreamResponse:
     """Every engine path: a search the interceptor takes, or a plain relay."""
     state = request.app[state_key]
+    endpoint = classify(request.method, request.raw_path)
+    if endpoint is None:
+        return await relay(request, state.upstream)
     deadline = state.settings.limits.search_deadline_s
     try:
         async with asyncio.timeout(deadline):
-            answer = await state.interceptor.handle(request)
+            answer = await state.interceptor.handle(request, endpoint)
     except TimeoutError as error:
         raise BridgeHTTPError(
             504,

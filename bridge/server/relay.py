@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterable
 
-import aiohttp
 from aiohttp import web
 
 from bridge.errors import BridgeHTTPError
+from bridge.server.http1 import EngineDisconnected, EngineError
 from bridge.server.upstream import Upstream, end_to_end
 
 log = logging.getLogger(__name__)
@@ -29,14 +30,13 @@ async def relay(
     headers = upstream.forward_headers(request.headers)
     for name in drop_headers:
         headers.popall(name, None)
-    data: object
+    data: bytes | AsyncIterable[bytes] | None
     if body is not None:
         data = body
-        headers.popall("Content-Length", None)
     elif request.body_exists:
         # Stream: a large _bulk body never sits whole in memory. The client's Content-Length is kept so the
-        # engine sees the same framing; without one (chunked) aiohttp sends chunked too.
-        data = request.content
+        # engine sees the same framing; without one (chunked) the bridge sends chunked too.
+        data = request.content.iter_any()
     else:
         data = None
     async with upstream.request(request.method, path or request.raw_path, headers, data) as answer:
@@ -47,11 +47,7 @@ async def relay(
             # Most answers are small: one read and one write beat a streamed copy.
             try:
                 payload = await answer.read()
-            except (
-                aiohttp.ClientPayloadError,
-                aiohttp.ClientOSError,
-                aiohttp.ServerDisconnectedError,
-            ) as error:
+            except EngineDisconnected as error:
                 raise BridgeHTTPError(
                     502, "upstream_unavailable_exception", "the search engine broke off its answer"
                 ) from error
@@ -66,9 +62,9 @@ async def relay(
         if request.method == "HEAD":
             return response
         try:
-            async for chunk in answer.content.iter_any():
+            async for chunk in answer.iter_chunks():
                 await response.write(chunk)
-        except (aiohttp.ClientPayloadError, aiohttp.ClientOSError, aiohttp.ServerDisconnectedError):
+        except EngineError:
             # Headers are gone already: the only honest signal left is a broken connection.
             log.warning("upstream broke off mid-answer", extra={"path": request.path})
             if request.transport is not None:

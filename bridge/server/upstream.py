@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import base64
 import ssl
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import AsyncIterable, Mapping
+from types import TracebackType
 
-import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
 from bridge.config import UpstreamSettings
 from bridge.errors import BridgeHTTPError
+from bridge.server.http1 import ConnectFailed, ConnectionPool, EngineError, EngineResponse
 
 # RFC 9110 7.6.1: meaningful for one connection only, never forwarded.
 HOP_BY_HOP = frozenset(
@@ -33,24 +32,25 @@ HOP_BY_HOP = frozenset(
 )
 
 
+# Host names the bridge; the engine gets its own.
+_NOT_FORWARDED = frozenset({"host"})
+
+
 def end_to_end(headers: Mapping[str, str], *, drop: frozenset[str] = frozenset()) -> CIMultiDict[str]:
-    """Headers minus hop-by-hop ones, including those the ``Connection`` header names."""
-    named = {
-        token.strip().lower()
-        for value in _all(headers, "Connection")
-        for token in value.split(",")
-        if token.strip()
-    }
-    skip = HOP_BY_HOP | named | drop
-    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in skip)
+    """Headers minus hop-by-hop ones, including those the ``Connection`` header names.
 
-
-def _all(headers: Mapping[str, str], name: str) -> list[str]:
-    getall = getattr(headers, "getall", None)
-    if getall is not None:
-        return list(getall(name, []))
-    value = headers.get(name)
-    return [value] if value is not None else []
+    A copy, then a few removals: multidict does both in C, which matters on every relayed request.
+    """
+    result: CIMultiDict[str] = CIMultiDict(headers)
+    for value in result.getall("Connection", ()):
+        for token in value.split(","):
+            if token.strip():
+                result.popall(token.strip(), None)
+    for name in HOP_BY_HOP:
+        result.popall(name, None)
+    for name in drop:
+        result.popall(name, None)
+    return result
 
 
 class Upstream:
@@ -59,36 +59,36 @@ class Upstream:
     def __init__(self, settings: UpstreamSettings) -> None:
         self.settings = settings
         self.base = URL(str(settings.url).rstrip("/"))
-        self._session: aiohttp.ClientSession | None = None
+        self._base_path = self.base.raw_path.rstrip("/")
+        self._pool: ConnectionPool | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
+        host = self.base.raw_host
+        port = self.base.port
+        if host is None or port is None:
+            raise ValueError(f"upstream URL {self.base} has no host")
+        self._pool = ConnectionPool(
+            host,
+            port,
+            host_header=self.base.host_port_subcomponent or host,
+            ssl_context=self._ssl_context() if self.base.scheme == "https" else None,
             limit=self.settings.max_connections,
-            ssl=self._ssl_context() if self.base.scheme == "https" else False,
-            keepalive_timeout=60,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            # Bodies pass through as the engine sent them (gzip stays gzip).
-            auto_decompress=False,
-            timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=self.settings.connect_timeout_s, sock_read=self.settings.timeout_s
-            ),
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-            cookie_jar=aiohttp.DummyCookieJar(),
+            connect_timeout=self.settings.connect_timeout_s,
+            read_timeout=self.settings.timeout_s,
         )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
-    def _ssl_context(self) -> ssl.SSLContext | bool:
-        if not self.settings.verify_tls:
-            return False
+    def _ssl_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(
             cafile=str(self.settings.ca_bundle) if self.settings.ca_bundle else None
         )
+        if not self.settings.verify_tls:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
         if self.settings.client_cert is not None:
             context.load_cert_chain(
                 str(self.settings.client_cert),
@@ -96,12 +96,9 @@ class Upstream:
             )
         return context
 
-    def url(self, raw_path_and_query: str) -> URL:
-        """The engine URL for a client's raw path and query string, byte for byte (no re-encoding)."""
-        base_path = self.base.raw_path.rstrip("/")
-        return URL(
-            str(self.base.with_path("").with_query(None)) + base_path + raw_path_and_query, encoded=True
-        )
+    def target(self, raw_path_and_query: str) -> str:
+        """The request target for a client's raw path and query string, byte for byte (no re-encoding)."""
+        return self._base_path + raw_path_and_query
 
     def credentials(self) -> str | None:
         """The bridge's own Authorization value, used only when the client sends none."""
@@ -114,57 +111,96 @@ class Upstream:
         return None
 
     def forward_headers(self, incoming: Mapping[str, str]) -> CIMultiDict[str]:
-        """What the engine receives: the client's end-to-end headers, Host rewritten by the session."""
-        headers = end_to_end(incoming, drop=frozenset({"host"}))
+        """What the engine receives: the client's end-to-end headers; Host is the engine's own."""
+        headers = end_to_end(incoming, drop=_NOT_FORWARDED)
         if "Authorization" not in headers:
             own = self.credentials()
             if own is not None:
                 headers["Authorization"] = own
         return headers
 
-    @asynccontextmanager
-    async def request(
-        self, method: str, raw_path_and_query: str, headers: Mapping[str, str], data: Any = None
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """Send one request; connection failures and timeouts become engine-shaped 502/504 errors."""
-        if self._session is None:
+    def request(
+        self,
+        method: str,
+        raw_path_and_query: str,
+        headers: Mapping[str, str],
+        data: bytes | AsyncIterable[bytes] | None = None,
+    ) -> Exchange:
+        """``async with upstream.request(...) as response``: one request, its answer's body read inside.
+
+        ``headers`` are sent as given, except the framing: ``Content-Length`` is the bridge's own for a ``bytes``
+        body (or none), and a streamed body keeps the client's length or goes chunked. Connection failures and
+        timeouts, on sending or on reading, become engine-shaped 502/504 errors.
+        """
+        if self._pool is None:
             raise RuntimeError("Upstream.start() was not awaited")
-        try:
-            async with self._session.request(
-                method,
-                self.url(raw_path_and_query),
-                headers=headers,
-                data=data,
-                allow_redirects=False,
-                compress=None,
-            ) as response:
-                yield response
-        except (TimeoutError, aiohttp.ServerTimeoutError) as error:
-            raise BridgeHTTPError(
+        return Exchange(self, self._pool, method, self.target(raw_path_and_query), headers, data)
+
+    def http_error(self, error: BaseException) -> BridgeHTTPError | None:
+        """The engine-shaped answer for a failure talking to the engine; None for any other error."""
+        if isinstance(error, TimeoutError):
+            return BridgeHTTPError(
                 504, "upstream_timeout_exception", f"the search engine at {self.base} did not answer in time"
-            ) from error
-        except aiohttp.ClientConnectorError as error:
-            raise BridgeHTTPError(
+            )
+        if isinstance(error, ConnectFailed):
+            return BridgeHTTPError(
                 502,
                 "upstream_unavailable_exception",
                 f"cannot reach the search engine at {self.base}: {error.os_error}",
-            ) from error
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
-            raise BridgeHTTPError(
-                502,
-                "upstream_unavailable_exception",
-                f"the search engine at {self.base} closed the connection",
-            ) from error
+            )
+        if isinstance(error, EngineError):
+            return BridgeHTTPError(
+                502, "upstream_unavailable_exception", f"the search engine at {self.base}: {error}"
+            )
+        return None
 
     async def fetch_json(
         self, method: str, raw_path_and_query: str, headers: Mapping[str, str], body: bytes | None
     ) -> tuple[int, CIMultiDict[str], bytes]:
         """A whole exchange in memory: for the searches the bridge rewrites (bounded by their size)."""
         async with self.request(method, raw_path_and_query, headers, body) as response:
-            try:
-                payload = await response.read()
-            except (aiohttp.ClientPayloadError, aiohttp.ClientOSError) as error:
-                raise BridgeHTTPError(
-                    502, "upstream_unavailable_exception", "the search engine broke off its answer"
-                ) from error
-            return response.status, CIMultiDict(response.headers), payload
+            payload = await response.read()
+            return response.status, response.headers, payload
+
+
+class Exchange:
+    """One request to the engine as an async context manager (a plain class: it runs on every relayed request)."""
+
+    __slots__ = ("_body", "_headers", "_method", "_pool", "_response", "_target", "_upstream")
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        pool: ConnectionPool,
+        method: str,
+        target: str,
+        headers: Mapping[str, str],
+        body: bytes | AsyncIterable[bytes] | None,
+    ) -> None:
+        self._upstream = upstream
+        self._pool = pool
+        self._method = method
+        self._target = target
+        self._headers = headers
+        self._body = body
+        self._response: EngineResponse | None = None
+
+    async def __aenter__(self) -> EngineResponse:
+        try:
+            self._response = await self._pool.send(self._method, self._target, self._headers, self._body)
+        except Exception as error:
+            shaped = self._upstream.http_error(error)
+            if shaped is None:
+                raise
+            raise shaped from error
+        return self._response
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        if self._response is not None:
+            self._response.close()
+        if error is not None:
+            shaped = self._upstream.http_error(error)
+            if shaped is not None:
+                raise shaped from error
