@@ -9,6 +9,9 @@ passages of 40-300 words, each group with its own query):
   on GPUs).
 * ``bridge_concurrent``: ``--callers`` callers at once, each scoring one group of ``--per-call`` passages
   (groups reused round-robin when there are more callers than groups).
+* ``model alone``: the concurrent run's pairs, tokenised beforehand and planned into the same batches, run by
+  the scorer's worker threads with nothing else: the most any scheduling can get from the model on these cores,
+  and so the bound on what concurrency can add over one caller.
 
 The score cache is off. The machine may be shared, so each measurement is repeated ``--rounds`` times,
 interleaved, and the best round is reported (the least disturbed one); all rounds are printed too.
@@ -148,6 +151,50 @@ async def run_single(scorer: object, groups: list[tuple[str, list[str]]]) -> tup
     return len(scores) / seconds, scores
 
 
+def run_ceiling(model: object, groups: list[tuple[str, list[str]]], callers: int) -> float:
+    """The model alone on the concurrent run's pairs: no queue, no event loop, no tokenising in the timing.
+
+    The pairs are tokenised up front, sorted and planned into batches as the batcher plans them, then the
+    scorer's own worker layout (``workers`` threads of ``threads`` torch threads) runs them, longest first, each
+    thread taking the next batch as it frees up. No scheduling of the same model on the same cores can beat it,
+    so it bounds what many callers can gain over one.
+    """
+    import threading
+
+    import torch
+
+    from bridge.scoring.batcher import CALL_OVERHEAD_DIVISOR, plan_batches
+
+    work = [groups[i % len(groups)] for i in range(callers)]
+    items = sorted((item for q, ps in work for item in model.encode(q, ps)), key=len)  # type: ignore[attr-defined]
+    budget = model.max_batch_tokens  # type: ignore[attr-defined]
+    batches, lo = [], 0
+    for size in plan_batches([len(item) for item in items], budget, budget // CALL_OVERHEAD_DIVISOR):
+        batches.append(items[lo : lo + size])
+        lo += size
+    batches.sort(key=lambda batch: -len(batch) * len(batch[-1]))
+    pending = iter(batches)
+    lock = threading.Lock()
+
+    def worker() -> None:
+        if model.placement.device.type == "cpu":  # type: ignore[attr-defined]
+            torch.set_num_threads(model.threads)  # type: ignore[attr-defined]
+        while True:
+            with lock:
+                batch = next(pending, None)
+            if batch is None:
+                return
+            model.score_batch(batch)  # type: ignore[attr-defined]
+
+    threads = [threading.Thread(target=worker) for _ in range(model.workers)]  # type: ignore[attr-defined]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return len(items) / (time.perf_counter() - started)
+
+
 async def run_concurrent(scorer: object, groups: list[tuple[str, list[str]]], callers: int) -> float:
     work = [groups[i % len(groups)] for i in range(callers)]
     started = time.perf_counter()
@@ -202,6 +249,7 @@ async def bench(args: argparse.Namespace) -> dict[str, float]:
     st_runs: list[float] = []
     single_runs: list[float] = []
     concurrent_runs: list[float] = []
+    ceiling_runs: list[float] = []
     st_scores: list[float] = []
     bridge_scores: list[float] = []
     for round_no in range(1, args.rounds + 1):
@@ -216,15 +264,17 @@ async def bench(args: argparse.Namespace) -> dict[str, float]:
         before = scorer.stats
         concurrent_runs.append(await run_concurrent(scorer, groups, args.callers))
         concurrent_batches = batch_shape(before, scorer.stats)
+        ceiling_runs.append(await asyncio.to_thread(run_ceiling, model, groups, args.callers))
         print(
             f"  round {round_no}: st {st_runs[-1] if st_runs else float('nan'):7.1f}  single "
-            f"{single_runs[-1]:7.1f}  concurrent {concurrent_runs[-1]:7.1f} pairs/s",
+            f"{single_runs[-1]:7.1f}  concurrent {concurrent_runs[-1]:7.1f}  model alone "
+            f"{ceiling_runs[-1]:7.1f} pairs/s",
             flush=True,
         )
     await scorer.close()
 
     st = max(st_runs) if st_runs else float("nan")
-    single, concurrent = max(single_runs), max(concurrent_runs)
+    single, concurrent, ceiling = max(single_runs), max(concurrent_runs), max(ceiling_runs)
     diff = (
         max(abs(a - b) for a, b in zip(st_scores, bridge_scores, strict=True)) if st_scores else float("nan")
     )
@@ -234,12 +284,15 @@ async def bench(args: argparse.Namespace) -> dict[str, float]:
         ("sentence-transformers fp32, batch 32 (pairs/s)", st_runs),
         (f"bridge, 1 caller x {args.per_call} passages (pairs/s)", single_runs),
         (f"bridge, {args.callers} callers x {args.per_call} passages (pairs/s)", concurrent_runs),
+        ("the model alone, same batches (pairs/s)", ceiling_runs),
     ]
     for label, runs in rows:
         if runs:
             print(f"{label:<44}{max(runs):>10.1f}{statistics.median(runs):>10.1f}")
     print(f"{'speed-up single vs sentence-transformers':<44}{single / st:>10.2f}x")
     print(f"{'speed-up concurrent vs single':<44}{concurrent / single:>10.2f}x")
+    print(f"{'single caller / model alone':<44}{single / ceiling:>10.1%}")
+    print(f"{'concurrent callers / model alone':<44}{concurrent / ceiling:>10.1%}")
     print(f"{'max |score - s-t fp32| (' + args.dtype + ')':<44}{diff:>10.5f}")
     print(f"batches, single caller: {single_batches}")
     print(f"batches, {args.callers} callers: {concurrent_batches}")
@@ -250,6 +303,9 @@ async def bench(args: argparse.Namespace) -> dict[str, float]:
         "bridge_concurrent16_pairs_per_s": round(concurrent, 2),
         "speedup_single_vs_st": round(single / st, 3),
         "speedup_concurrent_vs_single": round(concurrent / single, 3),
+        "model_alone_pairs_per_s": round(ceiling, 2),
+        "single_share_of_model_alone": round(single / ceiling, 3),
+        "concurrent_share_of_model_alone": round(concurrent / ceiling, 3),
         "max_abs_diff_bf16": round(diff, 6),
         "callers": args.callers,
         "device": args.device,

@@ -43,7 +43,7 @@ class UpstreamSettings(BaseModel):
     )
     connect_timeout_s: float = Field(10.0, gt=0)
     timeout_s: float = Field(
-        120.0, gt=0, description="whole upstream exchange; beyond it the client gets 504"
+        120.0, gt=0, description="longest the engine may stay silent (before its answer or within it); beyond it, 504"
     )
     max_connections: PositiveInt = 256
 

@@ -78,9 +78,7 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.eof = True
         self.wake()
-        drained, self._drained = self._drained, None
-        if drained is not None and not drained.done():
-            drained.set_exception(EngineDisconnected("the engine closed the connection"))
+        self.resume_writing()  # a writer waiting to drain wakes up and fails on its next write
 
     def pause_writing(self) -> None:
         if self._drained is None:

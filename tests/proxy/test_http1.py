@@ -239,7 +239,7 @@ async def test_early_answer_while_the_body_still_streams() -> None:
             yield b"x" * 65536
             await asyncio.sleep(0.001)
 
-    async with scripted(script) as (pool, seen):
+    async with scripted(script) as (pool, _):
         response = await pool.send("POST", "/_bulk", {}, endless())
         assert response.status == 413 and response.reason == "Request Entity Too Large"
         assert await response.read() == b'{"status":413}'
