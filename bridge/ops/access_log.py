@@ -8,7 +8,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 
 from bridge.ops.metrics import Metrics
 
@@ -18,9 +17,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 decision_key = web.RequestKey("rerank_decision", dict)
 
 
-def access_log(metrics: Metrics) -> Middleware:
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def access_logged(handler: Handler, metrics: Metrics) -> Handler:
+    """``handler``, counted in the in-flight gauge and logged once it has answered."""
+
+    async def logged(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         status = 499  # stays so when the client goes away before an answer
         metrics.in_flight.inc()
@@ -28,12 +28,15 @@ def access_log(metrics: Metrics) -> Middleware:
             response = await handler(request)
             status = response.status
             return response
+        except web.HTTPException as error:
+            status = error.status
+            raise
         finally:
             metrics.in_flight.dec()
             if log.isEnabledFor(logging.INFO):
                 _log_line(request, status, started)
 
-    return middleware
+    return logged
 
 
 def _log_line(request: web.Request, status: int, started: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -40,7 +41,11 @@ async def metrics(request: web.Request) -> web.Response:
     return response
 
 
-def add_admin_routes(app: web.Application) -> None:
-    app.router.add_get("/_bridge/health", health)
-    app.router.add_get("/_bridge/ready", ready)
-    app.router.add_get("/_bridge/metrics", metrics)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def add_admin_routes(app: web.Application, wrap: Callable[[Handler], Handler]) -> None:
+    """``wrap`` gives the bridge's routes what every route gets (access log, engine-shaped errors)."""
+    app.router.add_get("/_bridge/health", wrap(health))
+    app.router.add_get("/_bridge/ready", wrap(ready))
+    app.router.add_get("/_bridge/metrics", wrap(metrics))

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from bridge.config import Settings
 from bridge.errors import BridgeHTTPError, error_response
-from bridge.ops.access_log import access_log
+from bridge.ops.access_log import access_logged
 from bridge.scoring.base import Scorer
 from bridge.search.endpoints import classify
 from bridge.server.admin import add_admin_routes
@@ -43,32 +43,38 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     return await relay(request, state.upstream)
 
 
-@web.middleware
-async def engine_shaped_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+def engine_shaped_errors(handler: Handler) -> Handler:
     """No stack trace ever reaches a client: every failure leaves in the engine's error shape."""
-    try:
-        return await handler(request)
-    except BridgeHTTPError as error:
-        return error.to_response()
-    except web.HTTPException:
-        raise
-    except Exception:
-        log.exception("unexpected failure", extra={"path": request.path, "method": request.method})
-        return error_response(
-            502, "bridge_exception", "the bridge failed to handle this request; see its log"
-        )
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except BridgeHTTPError as error:
+            return error.to_response()
+        except web.HTTPException:
+            raise
+        except Exception:
+            log.exception("unexpected failure", extra={"path": request.path, "method": request.method})
+            return error_response(
+                502, "bridge_exception", "the bridge failed to handle this request; see its log"
+            )
+
+    return guarded
 
 
 def create_app(settings: Settings, scorers: Mapping[str, Scorer] | None = None) -> web.Application:
     """Build the application. ``scorers`` replaces the configured models (tests inject their own)."""
     state = BridgeState.build(settings, scorers)
-    app = web.Application(
-        middlewares=[access_log(state.metrics), engine_shaped_errors],
-        client_max_size=settings.limits.max_search_body_bytes,
-    )
+    app = web.Application(client_max_size=settings.limits.max_search_body_bytes)
     app[state_key] = state
-    add_admin_routes(app)
-    app.router.add_route("*", "/{tail:.*}", dispatch)
+
+    # Wrappers rather than middlewares: the same guarantees for every route, without aiohttp's middleware
+    # chain on each relayed request.
+    def guarded(handler: Handler) -> Handler:
+        return access_logged(engine_shaped_errors(handler), state.metrics)
+
+    add_admin_routes(app, guarded)
+    app.router.add_route("*", "/{tail:.*}", guarded(dispatch))
     app.on_startup.append(_start)
     app.on_cleanup.append(_close)
     return app
