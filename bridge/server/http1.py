@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 import ssl
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
@@ -21,6 +22,7 @@ MAX_HEAD_BYTES = 64 * 1024
 # Reading from the engine pauses while this much of an answer waits unread (a slow client of a large answer).
 HIGH_WATER = 1 << 20
 _NO_BODY_STATUSES = frozenset({204, 304})
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
@@ -263,13 +265,10 @@ async def _dechunk(connection: _Connection) -> AsyncIterator[bytes]:
             await connection.more()
 
     while True:
-        size_line = (await line()).split(b";", 1)[0].strip()
-        try:
-            size = int(size_line, 16)
-        except ValueError as error:
-            raise EngineDisconnected("the engine sent a malformed chunk size") from error
-        if size < 0:
-            raise EngineDisconnected("the engine sent a malformed chunk size")
+        size_line = (await line()).split(b";", 1)[0].strip(b" \t")
+        if _CHUNK_SIZE.fullmatch(size_line) is None:  # int(..., 16) alone would take "0x5", "+5" and "5_0"
+            raise EngineDisconnected(f"the engine sent a malformed chunk size: {size_line[:20]!r}")
+        size = int(size_line, 16)
         if size == 0:
             while await line():  # trailer fields, up to the empty line
                 pass
@@ -405,7 +404,7 @@ class ConnectionPool:
                 head.append("\r\n")
                 connection.write("".join(head).encode("utf-8", "surrogateescape"))
             else:
-                chunked = "Content-Length" not in headers
+                chunked = not any(name.lower() == "content-length" for name in headers)
                 if chunked:
                     head.append("Transfer-Encoding: chunked\r\n")
                 head.append("\r\n")
@@ -431,7 +430,12 @@ class ConnectionPool:
                     failure = writer.exception()
                     if failure is not None:
                         raise failure
-                await connection.more()
+                try:
+                    await connection.more()
+                except EngineTimeout:
+                    if writer is None or writer.done():
+                        raise
+                    # Still sending a large body: the engine's silence counts once the request is all out.
                 end = connection.buffer.find(b"\r\n\r\n")
             lines = connection.take(end + 4)[:-4].decode("utf-8", "surrogateescape").split("\r\n")
             version, status, reason = _status_line(lines[0])

@@ -272,6 +272,7 @@ async def test_silence_is_a_timeout_and_a_truncated_body_a_disconnect() -> None:
         b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n",
     ],
 )
 async def test_malformed_answers_are_disconnects(head: bytes) -> None:
@@ -323,3 +324,21 @@ async def test_a_slow_reader_of_a_large_answer_holds_little_in_memory() -> None:
         response.close()
     assert received == size
     assert buffered < 2 * HIGH_WATER
+
+
+async def test_a_slow_upload_is_not_the_engines_silence() -> None:
+    """The read timeout (0.5 s here) starts once the request is all out, not while its body still streams."""
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _, body = await read_request(reader, seen)
+        writer.write(answer(str(len(body)).encode()))
+
+    async def trickle() -> AsyncIterator[bytes]:
+        for _ in range(6):
+            await asyncio.sleep(0.2)
+            yield b"z" * 100
+
+    async with scripted(script) as (pool, seen):
+        response = await pool.send("POST", "/_bulk", {}, trickle())
+        assert await response.read() == b"600"
+        response.close()
