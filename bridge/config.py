@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote
 
 import yaml
 from pydantic import (
@@ -46,6 +47,33 @@ class UpstreamSettings(BaseModel):
         120.0, gt=0, description="longest the engine may stay silent (before its answer or within it); beyond it, 504"
     )
     max_connections: PositiveInt = 256
+
+    @model_validator(mode="after")
+    def _credentials_from_url(self) -> UpstreamSettings:
+        self.take_url_credentials()
+        return self
+
+    def take_url_credentials(self) -> None:
+        """``https://user:password@host:9200`` works as clients of the engine expect; the credentials move to
+        ``username``/``password``, so the URL the bridge logs and ``config check`` prints holds no secret."""
+        url = self.url
+        if url.username is None and url.password is None:
+            return
+        if self.username is not None or self.password is not None or self.api_key is not None:
+            raise ValueError(
+                "upstream.url carries credentials and upstream.username, password or api_key is set too: "
+                "give them in one place"
+            )
+        self.username = unquote(url.username or "")
+        self.password = SecretStr(unquote(url.password or ""))
+        assert url.host is not None  # HttpUrl requires one
+        self.url = HttpUrl.build(
+            scheme=url.scheme,
+            host=url.host,
+            port=url.port,
+            path=(url.path or "").lstrip("/") or None,
+            query=url.query,
+        )
 
 
 class ServerSettings(BaseModel):
@@ -127,6 +155,7 @@ class Settings(BaseSettings):
         if self.upstream_url is not None:
             self.upstream.url = self.upstream_url
             self.upstream_url = None
+            self.upstream.take_url_credentials()
         for number, rule in enumerate(self.rules):
             if rule.model is not None and rule.model not in self.models:
                 known = ", ".join(sorted(self.models)) or "none configured"

@@ -65,6 +65,23 @@ def test_bad_config_names_the_field_and_value(tmp_path: Path, yaml_text: str, ex
     assert "Traceback" not in done.stderr
 
 
+def test_credentials_in_the_upstream_url_are_taken_out_of_it() -> None:
+    """``https://user:password@host`` is how many engine clients are configured; the secret must not show."""
+    done = run("config", "check", env={"BRIDGE_UPSTREAM_URL": "https://admin:s%40cret@search.internal:9200/os"})
+    assert done.returncode == 0, done.stderr
+    upstream = json.loads(done.stdout)["upstream"]
+    assert upstream["url"] == "https://search.internal:9200/os"
+    assert upstream["username"] == "admin" and upstream["password"] == "**********"
+    assert "cret" not in done.stdout
+
+    twice = run(
+        "config",
+        "check",
+        env={"BRIDGE_UPSTREAM__URL": "https://admin:x@h:9200", "BRIDGE_UPSTREAM__API_KEY": "k"},
+    )
+    assert twice.returncode == 2 and "one place" in twice.stderr and "Traceback" not in twice.stderr
+
+
 def test_bad_environment_value_is_named() -> None:
     done = run("config", "check", env={"BRIDGE_SERVER__PORT": "eighty"})
     assert done.returncode == 2 and "server.port" in done.stderr and "eighty" in done.stderr

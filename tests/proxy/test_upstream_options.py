@@ -116,6 +116,13 @@ async def test_client_credentials_are_forwarded_and_win_over_the_bridges(plain_e
     assert clients["authorization"] == "ApiKey Y2xpZW50OmtleQ=="
 
 
+async def test_credentials_in_the_upstream_url_are_used(plain_engine: int) -> None:
+    settings = Settings(upstream={"url": f"http://bridge:s3cret@127.0.0.1:{plain_engine}"})
+    async with running_bridge(settings) as url:
+        _, body = await get(url + "/")
+    assert body["authorization"] == "Basic YnJpZGdlOnMzY3JldA=="
+
+
 async def test_configured_api_key(plain_engine: int) -> None:
     settings = Settings(upstream={"url": f"http://127.0.0.1:{plain_engine}", "api_key": "abc"})
     async with running_bridge(settings) as url:
