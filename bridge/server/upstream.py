@@ -1,4 +1,5 @@
-"""One pooled keep-alive session to the engine, with its TLS and optional credentials."""
+"""The engine as the bridge reaches it: one keep-alive connection pool, its TLS, the bridge's own credentials,
+and failures turned into the engine-shaped 502/504 answers."""
 
 from __future__ import annotations
 
