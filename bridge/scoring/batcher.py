@@ -5,7 +5,8 @@ of tokenised pairs (admission stops at a window of a few batches' worth of token
 length, and plan batches over it: consecutive runs of the sorted pool, chosen to waste the fewest padded tokens
 while staying under the token budget (:func:`plan_batches`). A worker runs the planned batch that holds the
 pool's oldest pair, so completion stays roughly first-come first-served and nothing starves, while pairs from
-different callers with similar lengths share batches: the more callers, the less padding.
+different callers with similar lengths share batches: the more callers, the less padding. With several workers,
+the pool's last batch is split once in two, so a lone request does not end on one worker while the others idle.
 
 Everything slow (tokenising, the forward pass) happens on the workers; the event loop only enqueues and receives
 results. On a CPU there are usually two workers with their own batches rather than one worker with twice the
@@ -73,6 +74,23 @@ def plan_batches(lengths: Sequence[int], budget: int, overhead: int) -> list[int
         i = j
     sizes.reverse()
     return sizes
+
+
+def split_point(lengths: Sequence[int], budget: int) -> int:
+    """Rows to take from an ascending-length batch so that its two parts cost about the same padded tokens.
+
+    ``len(lengths)`` (no split) when the batch is too small to be worth a second model call: under half the
+    budget, or a single row.
+    """
+    n = len(lengths)
+    if n < 2 or n * lengths[-1] < budget // 2:
+        return n
+    best, best_cost = n, n * lengths[-1]
+    for rows in range(1, n):
+        cost = max(rows * lengths[rows - 1], (n - rows) * lengths[-1])
+        if cost < best_cost:
+            best, best_cost = rows, cost
+    return best
 
 
 class BatchEngine(Protocol):
@@ -178,6 +196,7 @@ class Batcher:
         self._pool_tokens = 0
         self._segments: list[int] | None = None  # planned batch sizes over the pool; None: re-plan
         self._pool_version = 0  # bumped when items enter or leave the pool other than by a planned batch
+        self._tail_split = False  # the pool's last batch was split already (reset when new pairs arrive)
         self._seq = 0
         self._cancellations = 0
         self._ready = 0
@@ -358,6 +377,19 @@ class Batcher:
                     self._cond.wait(wait)
                     continue
             assert self._segments is not None
+            if self._workers > 1 and not self._pending and len(self._segments) == 1 and not self._tail_split:
+                # The pool's last batch: taken whole, it would run on one worker while the others wait for
+                # the next request. Its shorter rows go now and the rest stays for the next free worker, so
+                # a lone request finishes sooner.
+                rows = split_point([item.length for item in self._pool[lo:hi]], self._engine.max_batch_tokens)
+                if rows < hi - lo:
+                    self._tail_split = True  # once: the rest is not split again
+                    items = self._pool[lo : lo + rows]
+                    del self._pool[lo : lo + rows]
+                    self._pool_tokens -= sum(item.length for item in items)
+                    self._invalidate_plan_locked()
+                    self._cond.notify()
+                    return items
             del self._segments[index]
             items = self._pool[lo:hi]
             del self._pool[lo:hi]
@@ -381,6 +413,7 @@ class Batcher:
                 self._finish_locked(request, [], error)
             else:
                 request.remaining = len(encoded)
+                self._tail_split = False
                 for item in encoded:
                     self._seq += 1
                     bisect.insort(self._pool, _Item(len(item), self._seq, request, item))

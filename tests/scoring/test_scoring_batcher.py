@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 import pytest
 
 from bridge.scoring.base import QueueFullError, ScoringError
-from bridge.scoring.batcher import Batcher, plan_batches
+from bridge.scoring.batcher import Batcher, plan_batches, split_point
 from bridge.scoring.model import Encoded
 
 
@@ -133,6 +133,13 @@ def test_plan_batches_is_optimal_and_within_budget():
         assert cost == brute(lengths, 100, 10)
     assert plan_batches([500], budget=100, overhead=10) == [1], "an over-long item still gets a batch"
     assert plan_batches([], budget=100, overhead=10) == []
+
+
+def test_split_point_balances_padded_cost():
+    assert split_point([6] * 8, budget=64) == 4
+    assert split_point([2, 2, 2, 2, 10, 10], budget=64) == 4  # 4 x 2 = 8 beside 2 x 10 = 20: the least max
+    assert split_point([1, 1], budget=64) == 2, "under half the budget: not worth a second call"
+    assert split_point([40], budget=64) == 1
 
 
 async def test_concurrent_callers_get_their_own_scores_in_order(engine_and_batcher):
@@ -282,3 +289,36 @@ async def test_empty_request_needs_no_worker(engine_and_batcher):
     engine, batcher, _ = engine_and_batcher
     assert await batcher.submit("q", []) == []
     assert engine.batches == []
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_lone_request_is_shared_by_the_workers(workers: int) -> None:
+    """One request that fits one batch: with two workers its rows are split once, and both halves run at once."""
+    engine = Engine()
+    batcher = Batcher("fake", engine, workers=workers, max_wait_ms=1)
+    batcher.start()
+    try:
+        engine.gate.clear()
+        texts = [f"p{i} w w w w" for i in range(8)]  # 8 rows of 6 tokens: 48 padded tokens of a 64 budget
+        task = asyncio.create_task(batcher.submit("q", texts))
+        deadline = time.monotonic() + 5
+        while engine.inside < workers:
+            assert time.monotonic() < deadline, "the workers did not both get a share"
+            await asyncio.sleep(0.005)
+        engine.gate.set()
+        assert await task == [fake_score(text) for text in texts]
+        assert sorted(len(batch) for batch in engine.batches) == ([4, 4] if workers == 2 else [8])
+    finally:
+        engine.gate.set()
+        await batcher.close()
+
+
+async def test_many_short_requests_are_not_split() -> None:
+    engine = Engine()
+    batcher = Batcher("fake", engine, workers=2, max_wait_ms=1)
+    batcher.start()
+    try:
+        assert await batcher.submit("q", ["a", "b"]) == [fake_score("a"), fake_score("b")]
+        assert [len(batch) for batch in engine.batches] == [2], "a batch under half the budget stays whole"
+    finally:
+        await batcher.close()
