@@ -377,23 +377,21 @@ class Batcher:
                     self._cond.wait(wait)
                     continue
             assert self._segments is not None
+            end = hi
             if self._workers > 1 and not self._pending and len(self._segments) == 1 and not self._tail_split:
                 # The pool's last batch: taken whole, it would run on one worker while the others wait for
                 # the next request. Its shorter rows go now and the rest stays for the next free worker, so
                 # a lone request finishes sooner.
-                rows = split_point([item.length for item in self._pool[lo:hi]], self._engine.max_batch_tokens)
-                if rows < hi - lo:
-                    self._tail_split = True  # once: the rest is not split again
-                    items = self._pool[lo : lo + rows]
-                    del self._pool[lo : lo + rows]
-                    self._pool_tokens -= sum(item.length for item in items)
-                    self._invalidate_plan_locked()
-                    self._cond.notify()
-                    return items
-            del self._segments[index]
-            items = self._pool[lo:hi]
-            del self._pool[lo:hi]
+                end = lo + split_point([item.length for item in self._pool[lo:hi]], self._engine.max_batch_tokens)
+                self._tail_split = end < hi  # once: the rest is not split again
+            items = self._pool[lo:end]
+            del self._pool[lo:end]
             self._pool_tokens -= sum(item.length for item in items)
+            if end < hi:
+                self._invalidate_plan_locked()
+                self._cond.notify()
+            else:
+                del self._segments[index]
             return items
 
     def _admit(self, request: _Request) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from bridge.errors import BridgeHTTPError
+from bridge.ops.access_log import Handler
 from bridge.server.state import state_key
 
 
@@ -39,9 +40,6 @@ async def metrics(request: web.Request) -> web.Response:
     response = web.Response(body=body)
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return response
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def add_admin_routes(app: web.Application, wrap: Callable[[Handler], Handler]) -> None:

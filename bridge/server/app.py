@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 
 from aiohttp import web
 
 from bridge.config import Settings
 from bridge.errors import BridgeHTTPError, error_response
-from bridge.ops.access_log import access_logged
+from bridge.ops.access_log import Handler, access_logged
 from bridge.scoring.base import Scorer
 from bridge.search.endpoints import classify
 from bridge.server.admin import add_admin_routes
@@ -18,9 +18,6 @@ from bridge.server.relay import relay
 from bridge.server.state import BridgeState, state_key
 
 log = logging.getLogger(__name__)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
     """Every engine path: a search the interceptor takes, or a plain relay."""
