@@ -498,10 +498,18 @@ def _framing(method: str, status: int, headers: CIMultiDict[str]) -> tuple[str, 
     return "eof", 0
 
 
-def _keep_alive(version: str, headers: CIMultiDict[str]) -> bool:
-    tokens = {
-        token.strip().lower() for value in headers.getall("Connection", []) for token in value.split(",")
+def connection_options(headers: CIMultiDict[str]) -> set[str]:
+    """The lower-cased tokens of every ``Connection`` header (``close``, ``keep-alive``, header names)."""
+    return {
+        token.strip().lower()
+        for value in headers.getall("Connection", ())
+        for token in value.split(",")
+        if token.strip()
     }
+
+
+def _keep_alive(version: str, headers: CIMultiDict[str]) -> bool:
+    tokens = connection_options(headers)
     if "close" in tokens:
         return False
     return version != "HTTP/1.0" or "keep-alive" in tokens

@@ -13,7 +13,13 @@ from yarl import URL
 
 from bridge.config import UpstreamSettings
 from bridge.errors import BridgeHTTPError
-from bridge.server.http1 import ConnectFailed, ConnectionPool, EngineError, EngineResponse
+from bridge.server.http1 import (
+    ConnectFailed,
+    ConnectionPool,
+    EngineError,
+    EngineResponse,
+    connection_options,
+)
 
 # RFC 9110 7.6.1: meaningful for one connection only, never forwarded.
 HOP_BY_HOP = frozenset(
@@ -43,10 +49,8 @@ def end_to_end(headers: Mapping[str, str], *, drop: frozenset[str] = frozenset()
     A copy, then a few removals: multidict does both in C, which matters on every relayed request.
     """
     result: CIMultiDict[str] = CIMultiDict(headers)
-    for value in result.getall("Connection", ()):
-        for token in value.split(","):
-            if token.strip():
-                result.popall(token.strip(), None)
+    for name in connection_options(result):
+        result.popall(name, None)
     for name in HOP_BY_HOP:
         result.popall(name, None)
     for name in drop:
