@@ -7,9 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from pydantic import HttpUrl, ValidationError
-
-from bridge.config import ConfigError, Settings, load_settings, masked
+from bridge.config import ConfigError, Override, Settings, apply_overrides, load_settings, masked
 
 
 def _config_argument(parser: argparse.ArgumentParser) -> None:
@@ -49,21 +47,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    """The config file under ``BRIDGE_*`` under the command line, each layer validated the same way."""
     settings = load_settings(args.config)
-    overrides = {
-        "host": getattr(args, "host", None),
-        "port": getattr(args, "port", None),
-    }
-    for key, value in overrides.items():
-        if value is not None:
-            setattr(settings.server, key, value)
-    upstream = getattr(args, "upstream", None)
-    if upstream is not None:
-        try:
-            settings.upstream.url = HttpUrl(upstream)
-        except ValidationError as error:
-            raise ConfigError(f"--upstream: not an http(s) URL (got {upstream!r})") from error
-    return settings
+    given = (
+        Override("--host", "server", "host", getattr(args, "host", None)),
+        Override("--port", "server", "port", getattr(args, "port", None)),
+        Override("--upstream", "upstream", "url", getattr(args, "upstream", None)),
+    )
+    return apply_overrides(settings, [override for override in given if override.value is not None])
+
+
+def _check_models(settings: Settings) -> int:
+    """``config check``'s second half: what ``serve`` would refuse when it loads the models (exit 2), and
+    what would make them slow (warnings)."""
+    if not settings.models:
+        return 0
+    from bridge.scoring.preflight import check_model
+
+    failed = False
+    for name, model in settings.models.items():
+        for finding in check_model(name, model):
+            label = "error" if finding.error else "warning"
+            print(f"rerank-bridge: {label}: {finding.where}: {finding.message}", file=sys.stderr)
+            failed = failed or finding.error
+    return 2 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,8 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         serve(settings)
         return 0
     if args.command == "config":
-        print(json.dumps(masked(settings), indent=2))
-        return 0
+        status = _check_models(settings)
+        if status == 0:
+            print(json.dumps(masked(settings), indent=2))
+        return status
     if args.command == "templates":
         from bridge.templates import install_templates
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from pydantic import (
@@ -18,7 +21,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from bridge.scoring.settings import ModelSettings
 
@@ -47,6 +50,9 @@ class UpstreamSettings(BaseModel):
         120.0, gt=0, description="longest the engine may stay silent (before its answer or within it); beyond it, 504"
     )
     max_connections: PositiveInt = 256
+    pool_timeout_s: float = Field(
+        10.0, gt=0, description="longest a request waits for one of max_connections; beyond it, 503"
+    )
 
     @model_validator(mode="after")
     def _credentials_from_url(self) -> UpstreamSettings:
@@ -88,6 +94,12 @@ class ServerSettings(BaseModel):
     )
     workers: int = Field(
         1, ge=1, description="processes sharing the port (SO_REUSEPORT); each loads its own models"
+    )
+    client_body_timeout_s: float = Field(
+        60.0, gt=0, description="longest a client may pause while sending a request body; beyond it, 408"
+    )
+    client_write_timeout_s: float = Field(
+        60.0, gt=0, description="longest a client may leave an answer unread; beyond it, the connection closes"
     )
 
 
@@ -199,18 +211,106 @@ def load_settings(path: Path | None = None) -> Settings:
         return Settings(**data)
     except ValidationError as error:
         raise ConfigError(describe_validation_error(error)) from error
+    except SettingsError as error:  # a BRIDGE_* value that is not valid JSON; the message names no value
+        raise ConfigError(f"invalid configuration: {error}") from error
 
 
-def describe_validation_error(error: ValidationError) -> str:
+@dataclass(frozen=True)
+class Override:
+    """One command-line value (``--port 9500``) for one field of a section (``server.port``)."""
+
+    flag: str
+    section: Literal["server", "upstream"]
+    key: str
+    value: Any
+
+
+def apply_overrides(settings: Settings, overrides: Sequence[Override]) -> Settings:
+    """The settings with command-line values, validated by the same models as YAML and ``BRIDGE_*`` (ranges,
+    URL credentials split off). Credentials in an overriding ``upstream.url`` replace the configured ones."""
+    updates: dict[str, BaseModel] = {}
+    problems: list[str] = []
+    for section in dict.fromkeys(override.section for override in overrides):
+        given = [override for override in overrides if override.section == section]
+        current: BaseModel = getattr(settings, section)
+        values = current.model_dump()
+        for override in given:
+            values[override.key] = override.value
+            if section == "upstream" and override.key == "url" and _has_userinfo(override.value):
+                values.update(username=None, password=None, api_key=None)
+        try:
+            updates[section] = type(current).model_validate(values)
+        except ValidationError as error:
+            flags: dict[tuple[str, ...], str] = {(section, override.key): override.flag for override in given}
+            problems.extend(describe_validation_error(error, prefix=(section,), flags=flags).splitlines()[1:])
+    if problems:
+        raise ConfigError("\n".join(["invalid configuration:", *problems]))
+    return settings.model_copy(update=updates)
+
+
+def _has_userinfo(url: object) -> bool:
+    if not isinstance(url, str):
+        return False
+    try:
+        parts = urlsplit(url)
+        return parts.username is not None or parts.password is not None
+    except ValueError:
+        return False
+
+
+# Fields whose values never appear in an error message or in `config check`'s output.
+_SECRET_FIELDS = frozenset({"password", "api_key", "token", "secret"})
+# Greedy to the last "@": a password may hold an unencoded "@" or "/"; hiding too much is the safe side.
+_URL_USERINFO = re.compile(r"(?<=://)\S*@")
+
+
+def hide_url_credentials(text: str) -> str:
+    """``https://user:password@host`` as ``https://***@host``, anywhere in ``text``."""
+    return _URL_USERINFO.sub("***@", text)
+
+
+def describe_validation_error(
+    error: ValidationError,
+    prefix: tuple[str, ...] = (),
+    flags: Mapping[tuple[str, ...], str] | None = None,
+) -> str:
+    """One line per problem: the field (and the flag that set it), what is wrong, and the value, unless it
+    is, or may be, a secret: secret fields, unknown keys (a misplaced password) and URL credentials."""
     lines = ["invalid configuration:"]
     for problem in error.errors():
-        where = ".".join(str(part) for part in problem["loc"]) or "(top level)"
-        value = problem.get("input")
-        shown = "" if isinstance(value, dict) else f" (got {json.dumps(value, default=str)})"
-        lines.append(f"  {where}: {problem['msg']}{shown}")
+        loc = (*prefix, *(str(part) for part in problem["loc"]))
+        where = ".".join(loc) or "(top level)"
+        flag = (flags or {}).get(loc)
+        if flag is not None:
+            where = f"{flag} ({where})"
+        lines.append(f"  {where}: {problem['msg']}{_shown(loc, problem)}")
     return "\n".join(lines)
 
 
+def _shown(loc: tuple[str, ...], problem: Any) -> str:
+    value = problem.get("input")
+    if _SECRET_FIELDS.intersection(loc):
+        hint = "; quote it in YAML" if problem.get("type") == "string_type" else ""
+        return f" (the value is not shown{hint})"
+    if problem.get("type") == "extra_forbidden" or isinstance(value, dict):
+        return ""
+    shown = hide_url_credentials(json.dumps(value, default=str))
+    if loc and "url" in loc[-1] and "@" in shown.replace("://***@", ""):  # user:password@host, no scheme
+        return " (the value is not shown: it may hold credentials)"
+    return f" (got {shown})"
+
+
 def masked(settings: Settings) -> dict[str, Any]:
-    """The effective configuration as plain data, secrets shown as '**********'."""
-    return json.loads(settings.model_dump_json(exclude={"upstream_url"}))
+    """The effective configuration as plain data, secrets shown as '**********', no credentials in URLs."""
+    data: dict[str, Any] = _without_url_credentials(json.loads(settings.model_dump_json(exclude={"upstream_url"})))
+    return data
+
+
+def _without_url_credentials(value: Any) -> Any:
+    if isinstance(value, str):
+        return hide_url_credentials(value)
+    if isinstance(value, dict):
+        return {key: _without_url_credentials(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_url_credentials(item) for item in value]
+    return value

@@ -11,25 +11,15 @@ from opensearchpy import OpenSearch
 from opensearchpy.exceptions import NotFoundError, OpenSearchException
 
 from bridge.config import Settings
+from bridge.engine_access import opensearch_client
 
 # In a source checkout or an image built from one, the repository's own templates.
 DEFAULT_DIRECTORY = Path(__file__).resolve().parent.parent / "search_templates"
 
 
 def client_for(settings: Settings) -> OpenSearch:
-    upstream = settings.upstream
-    auth = None
-    if upstream.username is not None:
-        auth = (upstream.username, upstream.password.get_secret_value() if upstream.password else "")
-    headers = {"Authorization": f"ApiKey {upstream.api_key.get_secret_value()}"} if upstream.api_key else None
-    return OpenSearch(
-        hosts=[str(upstream.url).rstrip("/")],
-        http_auth=auth,
-        headers=headers,
-        verify_certs=upstream.verify_tls,
-        ca_certs=str(upstream.ca_bundle) if upstream.ca_bundle else None,
-        timeout=upstream.timeout_s,
-    )
+    """The engine as the relay reaches it: same TLS (client certificate included), same credentials."""
+    return opensearch_client(settings.upstream)
 
 
 def load_templates(directory: Path) -> dict[str, dict[str, Any]]:

@@ -14,9 +14,12 @@
 #        Maven Central (org.elasticsearch.plugin:lang-mustache-client), so search
 #        templates work. No analysis-common, no painless.
 #
-# Usage: scripts/elasticsearch.sh {start|stop|url|status}
+# Usage: scripts/elasticsearch.sh {start|stop|wipe|url|status}
 #   start   download once (cached), start the node, wait until yellow, print URL
+#           (the node's data survives restarts; two starts at once are safe: they take
+#           a lock on the cache and on the port, and the second finds the first's node)
 #   stop    stop the node started by this script (pidfile) and wait until gone
+#   wipe    delete the (stopped) node's data: the only command that deletes indices
 #   url     print http://127.0.0.1:$ELASTICSEARCH_PORT
 #   status  print the cluster health; exit 0 when healthy, 3 when not
 #
@@ -94,7 +97,7 @@ launch_node() {
         "ES_JAVA_OPTS=${ELASTICSEARCH_JAVA_OPTS:-$JAVA_OPTS_DEFAULT}" \
         "ES_PATH_CONF=$HOME_DIR/config" \
         "ES_TMPDIR=$RUN_DIR/tmp" \
-        "$HOME_DIR/bin/elasticsearch" -d -p "$PID_FILE"
+        "$HOME_DIR/bin/elasticsearch" -q -p "$PID_FILE"
 }
 
 # ---------------------------------------------------------------- modules

@@ -8,9 +8,12 @@
 # and its standard modules as plain jars on Maven Central, so we fetch those by
 # coordinates with `mvn` and assemble the modules/ directory ourselves.
 #
-# Usage: scripts/opensearch.sh {start|stop|url|status}
+# Usage: scripts/opensearch.sh {start|stop|wipe|url|status}
 #   start   download once (cached), start the node, wait until yellow, print URL
+#           (the node's data survives restarts; two starts at once are safe: they take
+#           a lock on the cache and on the port, and the second finds the first's node)
 #   stop    stop the node started by this script (pidfile) and wait until gone
+#   wipe    delete the (stopped) node's data: the only command that deletes indices
 #   url     print http://127.0.0.1:$OPENSEARCH_PORT
 #   status  print the cluster health; exit 0 when healthy, 3 when not
 #
@@ -45,7 +48,8 @@ SERVER_GROUP="org.opensearch" SERVER_ARTIFACT="opensearch"
 
 # Modules to add to the integ-test zip, one per line:
 #   folder | Maven artifactId (group org.opensearch.plugin) | plugin class | extended plugins | description
-# Class names were checked against the 2.19.6 jars. analysis-common extends
+# Class names were checked against the 2.19.6 jars; parent-join gives the `join`
+# field type that common client suites (opensearch-py's among them) map. analysis-common extends
 # lang-painless (its jar registers a PainlessExtension), so painless must stay.
 MODULES="
 lang-painless|lang-painless|org.opensearch.painless.PainlessPlugin||An easy, safe and fast scripting language for OpenSearch
@@ -53,6 +57,7 @@ lang-mustache|lang-mustache-client|org.opensearch.script.mustache.MustachePlugin
 analysis-common|analysis-common|org.opensearch.analysis.common.CommonAnalysisPlugin|lang-painless|Adds \"built in\" analyzers to OpenSearch.
 mapper-extras|mapper-extras-client|org.opensearch.index.mapper.MapperExtrasPlugin||Adds advanced field mappers
 reindex|reindex-client|org.opensearch.index.reindex.ReindexPlugin||The Reindex module adds APIs to reindex from one index to another or update documents in place.
+parent-join|parent-join-client|org.opensearch.join.ParentJoinPlugin||This module adds the support parent-child queries and aggregations
 "
 
 # shellcheck source-path=SCRIPTDIR source=lib/engine.sh
@@ -72,7 +77,7 @@ launch_node() {
         "OPENSEARCH_JAVA_OPTS=${OPENSEARCH_JAVA_OPTS:-$JAVA_OPTS_DEFAULT}" \
         "OPENSEARCH_PATH_CONF=$HOME_DIR/config" \
         "OPENSEARCH_TMPDIR=$RUN_DIR/tmp" \
-        "$HOME_DIR/bin/opensearch" -d -p "$PID_FILE"
+        "$HOME_DIR/bin/opensearch" -q -p "$PID_FILE"
 }
 
 # ---------------------------------------------------------------- modules

@@ -22,11 +22,11 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
-def test_config_check_prints_effective_config_with_secrets_masked(tmp_path: Path) -> None:
+def test_config_check_prints_effective_config_with_secrets_masked(tmp_path: Path, tiny_model: Path) -> None:
     config = tmp_path / "bridge.yaml"
     config.write_text(
         "upstream: {url: 'https://search.internal:9200', username: bridge, password: hunter2}\n"
-        "models: {minilm: {source: cross-encoder/ms-marco-MiniLM-L-6-v2}}\n"
+        f"models: {{minilm: {{source: '{tiny_model}'}}}}\n"
         "rules: [{indices: ['products*'], fields: [title, description], window: 50}]\n"
     )
     done = run(

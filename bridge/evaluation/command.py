@@ -18,7 +18,16 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from bridge.config import ConfigError, RuleSettings, Settings
+from pydantic import ValidationError
+
+from bridge.config import (
+    ConfigError,
+    RuleSettings,
+    Settings,
+    describe_validation_error,
+    hide_url_credentials,
+)
+from bridge.engine_access import opensearch_client, ssl_context
 from bridge.evaluation.collection import Collection, CollectionError, load_collection
 from bridge.evaluation.indexing import (
     ANALYZERS,
@@ -26,7 +35,6 @@ from bridge.evaluation.indexing import (
     IndexingError,
     ensure_index,
     index_body,
-    opensearch_client,
 )
 from bridge.evaluation.metrics import METRICS, evaluate, win_tie_loss
 from bridge.evaluation.report import plot_ndcg_change, table, write_json
@@ -37,7 +45,6 @@ from bridge.evaluation.runner import (
     RunError,
     Searcher,
     engine_headers,
-    engine_ssl,
     latency_summary,
     rerank_outcomes,
     run_paired,
@@ -123,6 +130,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     query_ids = collection.judged_queries(args.queries)
     index = args.index or default_index_name(collection)
     model_name, model = resolve_model(settings, args.model, args.dtype, args.device)
+    _check_model(model_name, model, args)
     builder = QueryBuilder(fields, args.depth, args.query_type, args.query_template)
 
     body = index_body(args.analyzer, args.bm25_k1, args.bm25_b, args.mapping)
@@ -171,6 +179,24 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise ValueError("--no-load and --reindex contradict each other")
 
 
+def _check_model(name: str, model: ModelSettings, args: argparse.Namespace) -> None:
+    """Before indexing anything: what would stop the in-process bridge, or the exactness check, from loading
+    the model (a running ``--bridge`` has its own device; only the check loads the model here)."""
+    from bridge.scoring.preflight import Finding, check_model, check_source
+
+    if args.bridge is None:
+        findings = check_model(name, model)
+    elif args.verify_sample:
+        problem = check_source(name, model.source, model.revision).problem
+        findings = [Finding(f"models.{name}.source", problem)] if problem is not None else []
+    else:
+        findings = []
+    for finding in findings:
+        if finding.error:
+            raise ConfigError(f"{finding.where}: {finding.message}")
+        print(f"warning: {finding.where}: {finding.message}", file=sys.stderr)
+
+
 def default_index_name(collection: Collection) -> str:
     """``eval-<folder>``, lower-cased, with characters an index name may not hold replaced."""
     name = re.sub(r"[^a-z0-9_.-]+", "-", collection.name.lower()).strip("-._") or "collection"
@@ -202,7 +228,10 @@ def resolve_model(
     update: dict[str, Any] = {"dtype": dtype}
     if device is not None:
         update["device"] = device
-    return name, model.model_copy(update=update)
+    try:  # validated like the config's own models
+        return name, ModelSettings.model_validate({**model.model_dump(), **update})
+    except ValidationError as error:
+        raise ConfigError(describe_validation_error(error, prefix=("models", name))) from error
 
 
 def eval_settings(
@@ -265,7 +294,7 @@ async def _measure(
         timeout = aiohttp.ClientTimeout(total=settings.upstream.timeout_s + args.rerank_timeout_ms / 1000 + 30)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             headers = engine_headers(settings.upstream)
-            engine = Searcher(session, str(settings.upstream.url), index, headers, engine_ssl(settings.upstream))
+            engine = Searcher(session, str(settings.upstream.url), index, headers, ssl_context(settings.upstream))
             bridge = Searcher(session, bridge_url, index, headers)
             queries = {query_id: collection.queries[query_id] for query_id in query_ids}
             await _warm_up(engine, bridge, builder, next(iter(queries.values())))
@@ -298,7 +327,7 @@ async def _warm_up(engine: Searcher, bridge: Searcher, builder: QueryBuilder, te
     for searcher in (engine, bridge):
         answer, _ = await searcher.search(body)
         if answer.error is not None:
-            raise RunError(f"warm-up search to {searcher.url} failed: {answer.error}")
+            raise RunError(f"warm-up search to {hide_url_credentials(searcher.url)} failed: {answer.error}")
 
 
 async def _verify(

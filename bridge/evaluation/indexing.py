@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from bridge.config import UpstreamSettings
 from bridge.evaluation.collection import Collection, CollectionError
 
 META_KEY = "rerank_bridge_eval"
@@ -80,28 +79,6 @@ def index_body(
         if b is not None:
             similarity["b"] = b
     return body
-
-
-def opensearch_client(upstream: UpstreamSettings, timeout_s: float = 120.0) -> Any:
-    """An opensearch-py client with the upstream's TLS settings and credentials."""
-    from opensearchpy import OpenSearch
-
-    options: dict[str, Any] = {"timeout": timeout_s}
-    url = str(upstream.url)
-    if url.startswith("https"):
-        options.update(use_ssl=True, verify_certs=upstream.verify_tls, ssl_show_warn=upstream.verify_tls)
-        if upstream.ca_bundle is not None:
-            options["ca_certs"] = str(upstream.ca_bundle)
-        if upstream.client_cert is not None:
-            options["client_cert"] = str(upstream.client_cert)
-            if upstream.client_key is not None:
-                options["client_key"] = str(upstream.client_key)
-    if upstream.api_key is not None:
-        options["headers"] = {"Authorization": f"ApiKey {upstream.api_key.get_secret_value()}"}
-    elif upstream.username is not None:
-        password = upstream.password.get_secret_value() if upstream.password else ""
-        options["http_auth"] = (upstream.username, password)
-    return OpenSearch(hosts=[url], **options)
 
 
 def content_fingerprint(collection: Collection, body: dict[str, Any]) -> str:

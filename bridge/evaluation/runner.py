@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import ssl
 import time
@@ -15,6 +14,7 @@ from typing import Any
 import aiohttp
 
 from bridge.config import UpstreamSettings
+from bridge.engine_access import credential_headers
 
 PLACEHOLDER = "{{query_text}}"
 QUERY_TYPES = ("best_fields", "most_fields", "cross_fields", "phrase", "phrase_prefix", "bool_prefix")
@@ -91,27 +91,9 @@ class QueryBuilder:
         return {"multi_match": {"fields": self.fields, "type": self.query_type}}
 
 
-def engine_ssl(upstream: UpstreamSettings) -> ssl.SSLContext | bool:
-    """TLS for the engine as the bridge itself would connect (CA bundle, client certificate, verification)."""
-    if not str(upstream.url).startswith("https"):
-        return False
-    if not upstream.verify_tls:
-        return False
-    context = ssl.create_default_context(cafile=str(upstream.ca_bundle) if upstream.ca_bundle else None)
-    if upstream.client_cert is not None:
-        context.load_cert_chain(str(upstream.client_cert), str(upstream.client_key) if upstream.client_key else None)
-    return context
-
-
 def engine_headers(upstream: UpstreamSettings) -> dict[str, str]:
     """Content type plus the configured credentials, sent to both paths as a client would send them."""
-    headers = {"Content-Type": "application/json"}
-    if upstream.api_key is not None:
-        headers["Authorization"] = f"ApiKey {upstream.api_key.get_secret_value()}"
-    elif upstream.username is not None:
-        password = upstream.password.get_secret_value() if upstream.password else ""
-        headers["Authorization"] = "Basic " + base64.b64encode(f"{upstream.username}:{password}".encode()).decode()
-    return headers
+    return {"Content-Type": "application/json", **credential_headers(upstream)}
 
 
 class Searcher:

@@ -82,11 +82,19 @@ class ReferenceScorer:
     ) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        from bridge.scoring.preflight import check_source
+
+        found = check_source("reference", source, revision)  # one line, not from_pretrained's retries
+        if found.problem is not None:
+            raise ValueError(f"exactness check: {found.problem}")
+        common: dict[str, Any] = {
+            "revision": revision,
+            "trust_remote_code": trust_remote_code,
+            "local_files_only": found.local_files_only,
+        }
         self.source = source
-        self.tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            source, revision=revision, trust_remote_code=trust_remote_code, **_float32()
-        ).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(source, **common)
+        self.model = AutoModelForSequenceClassification.from_pretrained(source, **common, **_float32()).eval()
         limits = [
             value
             for value in (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -73,6 +75,21 @@ class Metrics:
             registry=r,
         )
         self.in_flight = Gauge("rerank_bridge_requests_in_flight", "Requests being handled.", registry=r)
+        self.upstream_in_use = Gauge(
+            "rerank_bridge_upstream_connections_in_use",
+            "Requests holding one of upstream.max_connections.",
+            registry=r,
+        )
+        self.upstream_waiting = Gauge(
+            "rerank_bridge_upstream_pool_waiting",
+            "Requests waiting for an engine connection (the pool is saturated while this is above 0).",
+            registry=r,
+        )
+
+    def watch_pool(self, state: Callable[[], Mapping[str, int | bool]]) -> None:
+        """The pool gauges read ``state()`` when scraped: nothing to update on the request path."""
+        self.upstream_in_use.set_function(lambda: float(state()["in_use"]))
+        self.upstream_waiting.set_function(lambda: float(state()["waiting"]))
 
     # ScoringObserver
     def batch_done(self, model: str, pairs: int, padded_tokens: int, seconds: float) -> None:

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -98,11 +98,15 @@ class BatchEngine(Protocol):
 
     ``score_batch`` is called from several worker threads at once when ``workers`` > 1. An engine may also
     define ``prepare_worker()``, called once at the start of each worker thread (thread-local set-up).
+    ``encode`` costs work bounded by the model's budget per pair, whatever the texts' lengths, and polls
+    ``should_stop`` between bounded pieces, so a cancelled request stops tokenising.
     """
 
     max_batch_tokens: int
 
-    def encode(self, query: str, passages: Sequence[str]) -> list[Encoded]: ...
+    def encode(
+        self, query: str, passages: Sequence[str], should_stop: Callable[[], bool] | None = None
+    ) -> list[Encoded]: ...
 
     def score_batch(self, batch: Sequence[Encoded]) -> list[float]: ...
 
@@ -382,7 +386,9 @@ class Batcher:
                 # The pool's last batch: taken whole, it would run on one worker while the others wait for
                 # the next request. Its shorter rows go now and the rest stays for the next free worker, so
                 # a lone request finishes sooner.
-                end = lo + split_point([item.length for item in self._pool[lo:hi]], self._engine.max_batch_tokens)
+                end = lo + split_point(
+                    [item.length for item in self._pool[lo:hi]], self._engine.max_batch_tokens
+                )
                 self._tail_split = end < hi  # once: the rest is not split again
             items = self._pool[lo:end]
             del self._pool[lo:end]
@@ -400,7 +406,7 @@ class Batcher:
         error: ScoringError | None = None
         if not request.cancelled:
             try:
-                encoded = self._engine.encode(request.query, request.passages)
+                encoded = self._engine.encode(request.query, request.passages, lambda: request.cancelled)
             except Exception as exc:
                 error = ScoringError(f"scorer {self.name}: could not tokenise the request: {exc}")
                 error.__cause__ = exc

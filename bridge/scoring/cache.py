@@ -1,11 +1,13 @@
 """A bounded LRU of scores, so paging through the same results never scores a pair twice.
 
 Keys are digests, not texts: a 20,000-entry cache of multi-kilobyte passages would otherwise hold them all.
-Used from the event loop only, so it needs no lock.
+Entries are used from the event loop only, so they need no lock; computing keys touches none, so for huge
+pages it runs on a thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -13,6 +15,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from bridge.scoring.base import ScoringObserver
 
 CacheKey = tuple[str, bytes, bytes]
+
+# Texts beyond this many characters in one call are digested on a thread (hashlib releases the GIL), so a page
+# of huge stored documents does not hold the event loop for a tenth of a second.
+DIGEST_OFF_LOOP_CHARS = 1 << 20
 
 
 def digest(text: str) -> bytes:
@@ -66,7 +72,10 @@ async def score_through_cache(
     """Scores for ``passages``: cached ones from ``cache``, the rest (each distinct passage once) from ``compute``."""
     if not cache.enabled:
         return await compute(list(passages))
-    keys = cache.keys_for(model, query, passages)
+    if len(query) + sum(map(len, passages)) > DIGEST_OFF_LOOP_CHARS:
+        keys = await asyncio.to_thread(cache.keys_for, model, query, passages)
+    else:
+        keys = cache.keys_for(model, query, passages)
     scores: list[float | None] = [cache.get(key) for key in keys]
     missing: dict[CacheKey, list[int]] = {}
     for index, (key, score) in enumerate(zip(keys, scores, strict=True)):

@@ -10,10 +10,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import threading
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,26 +21,14 @@ from transformers.utils import cached_file
 
 from bridge.scoring.activation import OutputRule, load_st_config, resolve_output
 from bridge.scoring.base import ModelConfigError
-from bridge.scoring.chunking import PairTemplate, window_spans
 from bridge.scoring.device import Placement, choose_placement
+from bridge.scoring.encoder import Encoded, PairEncoder, ShouldStop, Stopped
 from bridge.scoring.settings import ModelSettings
 
 log = logging.getLogger(__name__)
 
 GPU_BATCH_TOKENS = 16384
 CPU_BATCH_TOKENS = 4096
-
-
-@dataclass(slots=True)
-class Encoded:
-    """One model input: a (query, passage) pair, or one window of a long passage."""
-
-    passage: int
-    input_ids: list[int]
-    token_type_ids: list[int] | None
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
 
 
 def padded_tokens(batch: Sequence[Encoded]) -> int:
@@ -110,9 +96,18 @@ class CrossEncoderModel:
         self.name = name
         self.settings = settings
         self.placement: Placement = choose_placement(settings.device, settings.dtype, settings.quantize)
+        for warning in self.placement.warnings:
+            log.warning("model %s: %s", name, warning)
+        from bridge.scoring.preflight import check_source
+
+        # One line and a few seconds when the source cannot serve the model, not from_pretrained's retries.
+        source = check_source(name, settings.source, settings.revision)
+        if source.problem is not None:
+            raise ModelConfigError(f"model {name}: {source.problem}")
         common: dict[str, Any] = {
             "revision": settings.revision,
             "trust_remote_code": settings.trust_remote_code,
+            "local_files_only": source.local_files_only,
         }
         self.tokenizer = AutoTokenizer.from_pretrained(settings.source, **common)
         model = AutoModelForSequenceClassification.from_pretrained(
@@ -129,6 +124,7 @@ class CrossEncoderModel:
             settings.source,
             "config_sentence_transformers.json",
             revision=settings.revision,
+            local_files_only=source.local_files_only,
             _raise_exceptions_for_missing_entries=False,
             _raise_exceptions_for_connection_errors=False,
         )
@@ -159,14 +155,11 @@ class CrossEncoderModel:
             # A single longest pair must always fit in one batch.
             self.max_batch_tokens = self.max_length
 
-        self._tokenizer_lock = threading.Lock()
         self._uses_token_types = "token_type_ids" in getattr(self.tokenizer, "model_input_names", ())
         pad_id = self.tokenizer.pad_token_id
         self._pad_id = int(pad_id) if pad_id is not None else 0
         self._pad_left = getattr(self.tokenizer, "padding_side", "right") == "left"
-        self._template = (
-            PairTemplate.from_tokenizer(self.tokenizer) if settings.long_documents == "chunk" else None
-        )
+        self._encoder = PairEncoder(self.tokenizer, self.max_length, settings, self._uses_token_types)
         self.labels = self.output.labels
 
         self.workers, self.threads, threads = plan_workers(on_cpu, settings.workers, settings.threads)
@@ -194,58 +187,16 @@ class CrossEncoderModel:
 
     # -- tokenisation ------------------------------------------------------------------------------------
 
-    def encode(self, query: str, passages: Sequence[str]) -> list[Encoded]:
-        """Tokenise each pair once; in ``chunk`` mode a long passage yields several windows.
-
-        Serialised: the tokenizer wrapper mutates the Rust tokenizer's truncation state per call, which fails
-        ("Already borrowed") when two worker threads do it at once. Tokenising is a small share of the time.
+    def encode(
+        self, query: str, passages: Sequence[str], should_stop: ShouldStop | None = None
+    ) -> list[Encoded]:
+        """Tokenise each pair once, at a cost bounded by the model's budget (see :mod:`bridge.scoring.encoder`);
+        in ``chunk`` mode a long passage yields several windows. An empty list when ``should_stop`` turned true.
         """
-        if not passages:
+        try:
+            return self._encoder.encode(query, passages, should_stop)
+        except Stopped:
             return []
-        with self._tokenizer_lock:
-            return self._encode(query, passages)
-
-    def _encode(self, query: str, passages: Sequence[str]) -> list[Encoded]:
-        if self._template is not None:
-            return self._encode_windows(query, passages)
-        encoded = self.tokenizer(
-            [query] * len(passages),
-            list(passages),
-            truncation="longest_first",
-            max_length=self.max_length,
-            return_attention_mask=False,
-            return_token_type_ids=self._uses_token_types,
-        )
-        type_ids = encoded["token_type_ids"] if self._uses_token_types else [None] * len(passages)
-        return [
-            Encoded(i, ids, types)
-            for i, (ids, types) in enumerate(zip(encoded["input_ids"], type_ids, strict=True))
-        ]
-
-    def _encode_windows(self, query: str, passages: Sequence[str]) -> list[Encoded]:
-        template = self._template
-        assert template is not None
-        room = self.max_length - template.special_tokens
-        query_ids = self.tokenizer(query, add_special_tokens=False)["input_ids"]
-        # A long query may take at most half the room, so passages keep windows worth scoring.
-        if len(query_ids) > room // 2:
-            query_ids = query_ids[: room // 2]
-        size = room - len(query_ids)
-        passage_ids = self.tokenizer(
-            list(passages),
-            add_special_tokens=False,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-            verbose=False,
-        )["input_ids"]
-        items: list[Encoded] = []
-        for index, ids in enumerate(passage_ids):
-            for start, end in window_spans(
-                len(ids), size, self.settings.chunk_stride, self.settings.max_chunks
-            ):
-                input_ids, types = template.build(query_ids, ids[start:end])
-                items.append(Encoded(index, input_ids, types if self._uses_token_types else None))
-        return items
 
     # -- inference ---------------------------------------------------------------------------------------
 

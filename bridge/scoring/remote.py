@@ -20,10 +20,22 @@ import aiohttp
 from bridge.scoring.base import GuardedObserver, ModelConfigError, ScoringError, ScoringObserver
 from bridge.scoring.cache import ScoreCache, score_through_cache
 from bridge.scoring.settings import ModelSettings, RemoteSettings
+from bridge.scoring.truncation import cut_text, sanitize
 
 log = logging.getLogger(__name__)
 
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+
+# Characters of each text sent: the server truncates pairs to its model's input (8192 tokens for the longest
+# rerankers TEI serves), which text averaging under 8 characters per token reaches well within 64 Ki characters;
+# a 1 MiB query would otherwise be re-sent in every call and tokenised whole for every pair on the server.
+REMOTE_TEXT_CHARS = 64 * 1024
+
+
+def _bounded(text: str) -> str:
+    """``text`` cut at a word boundary to :data:`REMOTE_TEXT_CHARS`, lone surrogates replaced (TEI's JSON
+    parser refuses them)."""
+    return sanitize(cut_text(text, REMOTE_TEXT_CHARS).text)
 
 
 class _Retryable(Exception):
@@ -100,9 +112,10 @@ class RemoteScorer:
         if self._session is None:
             raise ScoringError(f"scorer {self.name} is not started")
         deadline = time.monotonic() + self._deadline
+        sent_query = _bounded(query)
 
         async def compute(missing: list[str]) -> list[float]:
-            return await self._score_texts(query, missing, deadline)
+            return await self._score_texts(sent_query, [_bounded(text) for text in missing], deadline)
 
         return await score_through_cache(self._cache, self.name, query, passages, compute, self._observer)
 

@@ -31,6 +31,7 @@ class SearchEndpoint:
         return self.api.value
 
 
+_ALL = "_all"
 _SUFFIXES = {
     ("_search",): SearchAPI.SEARCH,
     ("_msearch",): SearchAPI.MSEARCH,
@@ -40,11 +41,21 @@ _SUFFIXES = {
 
 
 def classify(method: str, raw_path: str) -> SearchEndpoint | None:
-    """The search API a request targets, or None for everything the bridge only relays."""
+    """The search API a request targets, or None for everything the bridge only relays.
+
+    Paths the engine does not route as a search are left to it, so the client gets the engine's own answer: a
+    leading ``//`` (OpenSearch reads ``//docs/_search`` as a URI authority and answers 400) or an empty segment
+    inside the path (``/docs//_search``: 400). Trailing slashes are routed as without them. ``_all`` is the
+    cluster-wide search, as ``/_search`` is.
+    """
     if method not in ("GET", "POST"):
         return None
     path = raw_path.split("?", 1)[0]
-    parts = [part for part in path.split("/") if part]
+    if path.startswith("//"):
+        return None
+    parts = path.strip("/").split("/")
+    if "" in parts:
+        return None
     for length in (2, 1):
         if len(parts) < length:
             continue
@@ -55,7 +66,12 @@ def classify(method: str, raw_path: str) -> SearchEndpoint | None:
         if len(prefix) > 1:
             # e.g. /index/_doc/_search is not a search endpoint; the engine answers it.
             return None
-        if prefix and prefix[0].startswith("_"):
+        if not prefix:
+            return SearchEndpoint(api, None)
+        index = unquote(prefix[0])
+        if index == _ALL:
+            return SearchEndpoint(api, None, prefix[0])
+        if index.startswith("_"):
             return None
-        return SearchEndpoint(api, unquote(prefix[0]), prefix[0]) if prefix else SearchEndpoint(api, None)
+        return SearchEndpoint(api, index, prefix[0])
     return None

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
+
+from bridge.search.json_codec import JSONRefused, dump_json, parse_json
 
 
 @dataclass
@@ -23,7 +24,12 @@ class MultiItem:
 
 
 def parse_multi(raw: bytes) -> list[MultiItem] | None:
-    """The items, or None when the bridge cannot read them (the engine then answers its own error)."""
+    """The items, or None when they do not pair up (the engine then answers its own error).
+
+    Raises :class:`JSONRefused` for a line the engine refuses (duplicate keys, ``NaN``, invalid UTF-8, deep
+    nesting...). A header line's refusal is always relayable: the engine reads only a few keys of it and
+    answers a deeply nested ``index`` with a 200 whose item is an error.
+    """
     if not raw.endswith(b"\n"):
         return None  # the engine insists on a final newline
     lines = raw.split(b"\n")
@@ -33,10 +39,11 @@ def parse_multi(raw: bytes) -> list[MultiItem] | None:
     items = []
     for head, body in zip(lines[0::2], lines[1::2], strict=True):
         try:
-            header = json.loads(head) if head.strip() else {}
-            parsed = json.loads(body)
-        except ValueError:
-            return None
+            header = parse_json(head) if head.strip() else {}
+        except JSONRefused as refused:
+            refused.relayable = True
+            raise
+        parsed = parse_json(body)
         if not isinstance(header, dict) or not isinstance(parsed, dict):
             return None
         items.append(MultiItem(head, body, header, parsed))
@@ -44,7 +51,8 @@ def parse_multi(raw: bytes) -> list[MultiItem] | None:
 
 
 def encode_line(document: Any) -> bytes:
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    """One body the engine reads, as compact JSON that never fails (lone surrogates, ``1e400``)."""
+    return dump_json(document, request=True)
 
 
 def join_lines(pairs: list[tuple[bytes, bytes]]) -> bytes:

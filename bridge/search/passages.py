@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from bridge.search.json_codec import scrub_surrogates
+
 __all__ = ["passage_text", "source_values"]
 
 
@@ -65,7 +67,8 @@ def passage_text(hit: Mapping[str, Any], fields: Sequence[str], separator: str) 
 
     Each path is read from ``hit["_source"]``; when the source has nothing for it,
     ``hit["fields"][path]`` is used instead. Numbers and booleans are stringified,
-    nulls and blank strings skipped. Returns ``""`` when nothing is found; never
+    nulls and blank strings skipped; lone surrogates (a stored ``"\\ud800"``) become
+    U+FFFD, which tokenizers take. Returns ``""`` when nothing is found; never
     raises on odd hit shapes.
     """
     if not isinstance(hit, Mapping):
@@ -81,4 +84,4 @@ def passage_text(hit: Mapping[str, Any], fields: Sequence[str], separator: str) 
         if not texts and isinstance(retrieved, Mapping) and path in retrieved:
             texts = [t for t in (_to_text(v) for v in _leaves(retrieved[path])) if t.strip()]
         pieces.extend(texts)
-    return separator.join(pieces)
+    return scrub_surrogates(separator.join(pieces))

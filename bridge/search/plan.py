@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from bridge.config import RuleSettings, Settings
 from bridge.errors import bad_request
+from bridge.search.json_codec import scrub_surrogates
 from bridge.search.query_text import extract_query_text, query_text_from_uri
 from bridge.search.request import QueryString, RerankOptions, take_rerank_options
 from bridge.search.rules import match_rule, touches_system
@@ -18,6 +20,12 @@ _PAGING_PARAMS = ("from", "size")
 _SOURCE_PARAMS = ("_source", "_source_includes", "_source_excludes", "_source_include", "_source_exclude")
 # Body features whose order the client defines itself; reranking them would break their contract.
 _OWN_ORDERING = ("search_after", "pit", "collapse", "rescore")
+# Java's int range, and the number spellings both Jackson and Java's parsers surely take.
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+_URL_INT = re.compile(r"[+-]?[0-9]+")
+_NUMERIC_STRING = re.compile(r"[+-]?[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?")
+_JAVA_BLANKS = " \t\n\r"
+_SOURCE_KEYS = frozenset({"includes", "include", "excludes", "exclude"})
 
 
 @dataclass(frozen=True)
@@ -52,16 +60,60 @@ class Plan:
     upstream_query: QueryString
 
 
-def _int_param(value: Any, default: int) -> int | None:
-    """A paging number, or None when it is not one (the engine then answers its own error)."""
-    if value is None:
+def _body_paging(body: Mapping[str, Any] | None, name: str, default: int) -> int | None:
+    """``from``/``size`` of a body as the engine reads it, or None where the engine may refuse it.
+
+    The engine reads them as Java ints: numbers are truncated toward zero (``1.9`` is 1), numeric strings are
+    coerced (``" 3"``, ``"1e2"``), and ``null``, booleans, objects, arrays, non-finite or out-of-int-range values
+    are refused. The bridge must never rewrite a value the engine would refuse into one it accepts, so anything
+    it is not sure of is left for the engine to judge (None).
+    """
+    if body is None or name not in body:
         return default
-    if isinstance(value, bool):
+    value = body[name]
+    if isinstance(value, str):
+        text = value.strip(_JAVA_BLANKS)
+        value = float(text) if _NUMERIC_STRING.fullmatch(text) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
+    if not (_INT_MIN <= value <= _INT_MAX):  # also every non-finite float (1e400 reads as inf)
         return None
+    return int(value)
+
+
+def _url_paging(query: QueryString, name: str) -> int | None:
+    """``?from=``/``?size=`` as Java's ``Integer.parseInt`` reads them; None where it may refuse."""
+    text = query.get(name)
+    if text is None or not _URL_INT.fullmatch(text):
+        return None
+    value = int(text)
+    return value if _INT_MIN <= value <= _INT_MAX else None
+
+
+def _paging(query: QueryString, body: Mapping[str, Any] | None, name: str, default: int) -> int | None:
+    """The value in effect (the URL's wins) when the engine certainly accepts both, else None."""
+    from_body = _body_paging(body, name, default)
+    if from_body is None:
+        return None  # the engine parses (and refuses) the body even when the URL overrides it
+    return _url_paging(query, name) if query.has(name) else from_body
+
+
+def _plain_source(value: Any) -> bool:
+    """A body ``_source`` in a shape the engine surely takes, and the bridge reads whole.
+
+    The bridge replaces ``_source`` by a widened one on a reranked search: a value the engine would refuse
+    (``null``, ``{"excludes": null}``, ``{"includes": ["a", null]}``, an unknown key...) must not be rewritten
+    into one it accepts, so such a search is left for the engine to judge.
+    """
+    if isinstance(value, bool | str):
+        return True
+    if isinstance(value, Mapping):
+        return all(key in _SOURCE_KEYS and _string_or_strings(item) for key, item in value.items())
+    return _string_or_strings(value)
+
+
+def _string_or_strings(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
 
 
 def _score_sort_only(sort: Any) -> bool | None:
@@ -157,14 +209,15 @@ def plan_search(
     if model not in settings.models:
         raise bad_request(f"[ext.rerank.model] unknown model [{model}]; known: {sorted(settings.models)}")
 
-    body_size = body.get("size") if body else None
-    body_from = body.get("from") if body else None
-    size = _int_param(query.get("size") if query.has("size") else body_size, 10)
-    offset = _int_param(query.get("from") if query.has("from") else body_from, 0)
+    size = _paging(query, body, "size", 10)
+    offset = _paging(query, body, "from", 0)
     if size is None or offset is None or offset < 0 or size < 0:
+        # The engine refuses it (or may): it gets the request as the client sent it, and answers itself.
         return skip("invalid_paging")
     if size == 0:
         return skip("size_zero")
+    if body and "_source" in body and not _plain_source(body["_source"]):
+        return skip("invalid_source")
     if query.has("scroll"):
         return skip("scroll")
     if query.has("sort"):
@@ -178,6 +231,7 @@ def plan_search(
     text = _query_text(options, rule, body, query, template_params)
     if text is None:
         return skip("no_query_text")
+    text = scrub_surrogates(text)  # ext.rerank.query_text or a template parameter may hold a lone surrogate
 
     cap = min(rule.max_window if rule else settings.limits.max_window, settings.limits.max_window)
     window = min(options.window or (rule.window if rule else 100), cap)

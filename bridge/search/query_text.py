@@ -20,6 +20,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.search.json_codec import scrub_surrogates
+
 __all__ = ["clean_lucene_query", "extract_query_text", "query_text_from_uri"]
 
 # Deeper than any real query; stops hostile nesting from exhausting the stack.
@@ -130,16 +132,19 @@ def extract_query_text(query: Mapping[str, Any] | None) -> str | None:
     only filters, or nothing at all).
     """
     try:
-        return _join_unique(_clause_texts(query, 0))
+        text = _join_unique(_clause_texts(query, 0))
     except RecursionError:  # pragma: no cover - guarded by _MAX_DEPTH
         return None
+    # A JSON "\ud800" escape gives a lone surrogate, which tokenizers refuse.
+    return scrub_surrogates(text) if text is not None else None
 
 
 def query_text_from_uri(q: str) -> str | None:
     """The text of a URI search (``?q=``), which is Lucene query syntax."""
     if not isinstance(q, str):
         return None
-    return clean_lucene_query(q) or None
+    text = clean_lucene_query(q)
+    return scrub_surrogates(text) if text else None
 
 
 # --------------------------------------------------------------------------- Lucene

@@ -40,6 +40,10 @@ class EngineTimeout(EngineError, TimeoutError):
     pass
 
 
+class PoolTimeout(EngineError):
+    """Every connection stayed busy for the pool's deadline: the bridge answers 503 rather than queue forever."""
+
+
 class EngineDisconnected(EngineError):
     """The connection closed before the answer was complete, or the answer was not HTTP/1.x."""
 
@@ -54,6 +58,8 @@ class _Connection(asyncio.Protocol):
         self.buffer = bytearray()
         self.eof = False
         self.idle_since = 0.0
+        self.idle = False  # parked in the pool: any byte arriving now is unsolicited
+        self.last_write = 0.0
         self.received = False  # any byte since the current request was sent
         self._waiter: asyncio.Future[None] | None = None
         self._drained: asyncio.Future[None] | None = None
@@ -65,6 +71,11 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
 
     def data_received(self, data: bytes) -> None:
+        if self.idle:
+            # Bytes nobody asked for (a misbehaving engine or middlebox): they would be read as the next
+            # request's answer, and every later answer would be one behind. The connection is never reused.
+            self.close()
+            return
         self.buffer += data
         self.received = True
         if len(self.buffer) > HIGH_WATER and not self._reading_paused and self.transport is not None:
@@ -101,6 +112,7 @@ class _Connection(asyncio.Protocol):
         if self.eof or self.transport is None or self.transport.is_closing():
             raise EngineDisconnected("the engine closed the connection")
         self.transport.write(data)
+        self.last_write = time.monotonic()
 
     async def drain(self) -> None:
         if self._drained is not None:
@@ -132,8 +144,17 @@ class _Connection(asyncio.Protocol):
         del self.buffer[:count]
         return data
 
+    def park(self) -> None:
+        """Idle in the pool: reading resumes so that anything the engine sends now is noticed."""
+        self.idle = True
+        self.idle_since = time.monotonic()
+        if self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
     def close(self) -> None:
         self.eof = True
+        self.idle = False
         if self.transport is not None:
             self.transport.close()
 
@@ -284,7 +305,9 @@ async def _dechunk(connection: _Connection) -> AsyncIterator[bytes]:
 
 
 class ConnectionPool:
-    """Keep-alive connections to one engine node, at most ``limit`` at once, the most recently used first."""
+    """Connections to one engine node: at most ``limit`` requests at once (each holds one connection from its
+    send until its answer is read), idle ones kept alive and reused most recently used first. A request that
+    finds all ``limit`` busy waits at most ``pool_timeout`` seconds for one."""
 
     def __init__(
         self,
@@ -297,6 +320,7 @@ class ConnectionPool:
         connect_timeout: float,
         read_timeout: float,
         keepalive_timeout: float = 60.0,
+        pool_timeout: float = 10.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -305,6 +329,10 @@ class ConnectionPool:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.keepalive_timeout = keepalive_timeout
+        self.pool_timeout = pool_timeout
+        self.limit = limit
+        self.in_use = 0
+        self.waiting = 0
         self._slots = asyncio.Semaphore(limit)
         self._idle: collections.deque[_Connection] = collections.deque()
         self._closed = False
@@ -319,7 +347,7 @@ class ConnectionPool:
         """Send a request and read the answer's head; the caller reads the body, then closes the answer."""
         if self._closed:
             raise EngineDisconnected("the bridge is shutting down")
-        await self._slots.acquire()
+        await self._acquire()
         try:
             connection = self._reuse()
             if connection is not None:
@@ -335,15 +363,40 @@ class ConnectionPool:
             connection = await self._connect()
             return await self._exchange(connection, method, target, headers, body)
         except BaseException:
-            self._slots.release()
+            self._release_slot()
             raise
 
+    @property
+    def saturated(self) -> bool:
+        """Every connection busy and requests queued behind them."""
+        return self.in_use >= self.limit and self.waiting > 0
+
     def release(self, connection: _Connection, *, reusable: bool) -> None:
-        if reusable and connection.usable and not self._closed:
-            connection.idle_since = time.monotonic()
+        if reusable and connection.usable and not connection.buffer and not self._closed:
+            connection.park()
             self._idle.append(connection)
         else:
             connection.close()
+        self._release_slot()
+
+    async def _acquire(self) -> None:
+        if self._slots.locked():
+            self.waiting += 1
+            try:
+                async with asyncio.timeout(self.pool_timeout):
+                    await self._slots.acquire()
+            except TimeoutError as error:
+                raise PoolTimeout(
+                    f"all {self.limit} connections stayed busy for {self.pool_timeout}s"
+                ) from error
+            finally:
+                self.waiting -= 1
+        else:
+            await self._slots.acquire()
+        self.in_use += 1
+
+    def _release_slot(self) -> None:
+        self.in_use -= 1
         self._slots.release()
 
     async def close(self) -> None:
@@ -355,7 +408,8 @@ class ConnectionPool:
         oldest = time.monotonic() - self.keepalive_timeout
         while self._idle:
             connection = self._idle.pop()
-            if connection.usable and connection.idle_since >= oldest:
+            if connection.usable and not connection.buffer and connection.idle_since >= oldest:
+                connection.idle = False
                 return connection
             connection.close()
         return None
@@ -435,7 +489,11 @@ class ConnectionPool:
                 except EngineTimeout:
                     if writer is None or writer.done():
                         raise
-                    # Still sending a large body: the engine's silence counts once the request is all out.
+                    # Still sending a large body: the engine's silence counts once the request is all out, or
+                    # once the upload itself stalls (the engine stopped reading it, or the client stopped
+                    # sending it) for as long.
+                    if time.monotonic() - connection.last_write >= self.read_timeout:
+                        raise
                 end = connection.buffer.find(b"\r\n\r\n")
             lines = connection.take(end + 4)[:-4].decode("utf-8", "surrogateescape").split("\r\n")
             version, status, reason = _status_line(lines[0])

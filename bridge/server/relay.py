@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from dataclasses import dataclass
 
 from aiohttp import web
 
-from bridge.errors import BridgeHTTPError
+from bridge.errors import BridgeHTTPError, ClientDisconnected
+from bridge.server.fidelity import record_headers
 from bridge.server.http1 import EngineDisconnected, EngineError
 from bridge.server.upstream import Upstream, end_to_end
 
@@ -18,6 +21,44 @@ _FRAMING = frozenset({"content-length"})
 _SMALL = 256 * 1024
 
 
+@dataclass(frozen=True)
+class ClientTimeouts:
+    """How long a client may keep the bridge waiting: pausing within its body, or leaving an answer unread."""
+
+    body_s: float = 60.0
+    write_s: float = 60.0
+
+
+client_timeouts_key = web.AppKey("client_timeouts", ClientTimeouts)
+_DEFAULT_TIMEOUTS = ClientTimeouts()
+
+
+def client_timeouts(request: web.Request) -> ClientTimeouts:
+    return request.config_dict.get(client_timeouts_key, _DEFAULT_TIMEOUTS)
+
+
+async def client_body(request: web.Request, timeout_s: float) -> AsyncIterator[bytes]:
+    """The request body as it arrives; a pause longer than ``timeout_s`` is the engine-shaped 408.
+
+    Without it a client that sends headers and then nothing holds its upstream connection for good.
+    """
+    content = request.content
+    while True:
+        try:
+            async with asyncio.timeout(timeout_s):
+                chunk = await content.readany()
+        except TimeoutError as error:
+            raise BridgeHTTPError(
+                408,
+                "request_timeout_exception",
+                f"the request body did not arrive: nothing for {timeout_s}s",
+                close=True,
+            ) from error
+        if not chunk:
+            return
+        yield chunk
+
+
 async def relay(
     request: web.Request,
     upstream: Upstream,
@@ -25,18 +66,21 @@ async def relay(
     path: str | None = None,
     body: bytes | None = None,
     drop_headers: tuple[str, ...] = (),
+    add_headers: Mapping[str, str] | None = None,
 ) -> web.StreamResponse:
-    """Forward ``request`` as is. ``body`` (and ``path``) are given when the bridge already read (or cleaned) them."""
+    """Forward ``request`` as is. ``body`` (and ``path``) are given when the bridge already read (or cleaned) them;
+    ``add_headers`` (the bridge's own, such as ``X-Rerank``) go on the answer, streamed or not."""
     headers = upstream.forward_headers(request.headers)
     for name in drop_headers:
         headers.popall(name, None)
+    timeouts = client_timeouts(request)
     data: bytes | AsyncIterable[bytes] | None
     if body is not None:
         data = body
     elif request.body_exists:
         # Stream: a large _bulk body never sits whole in memory. The client's Content-Length is kept so the
         # engine sees the same framing; without one (chunked) the bridge sends chunked too.
-        data = request.content.iter_any()
+        data = client_body(request, timeouts.body_s)
     else:
         data = None
     async with upstream.request(request.method, path or request.raw_path, headers, data) as answer:
@@ -53,22 +97,40 @@ async def relay(
                 ) from error
             small = web.Response(status=answer.status, reason=answer.reason, body=payload)
             small.headers.extend(headers)
+            if add_headers:
+                small.headers.update(add_headers)
             return small
         response = web.StreamResponse(status=answer.status, reason=answer.reason)
         response.headers.extend(headers)
+        if add_headers:
+            response.headers.update(add_headers)
         if known is not None:
             response.content_length = known
-        await response.prepare(request)
-        if request.method == "HEAD":
-            return response
+        record_headers(response)
         try:
-            async for chunk in answer.iter_chunks():
-                await response.write(chunk)
+            await response.prepare(request)
+            if request.method == "HEAD":
+                return response
+            await _copy(answer.iter_chunks(), response, timeouts.write_s)
         except EngineError:
             # Headers are gone already: the only honest signal left is a broken connection.
             log.warning("upstream broke off mid-answer", extra={"path": request.path})
             if request.transport is not None:
                 request.transport.close()
             return response
+        except TimeoutError as error:  # the client's, not the engine's (EngineTimeout is an EngineError)
+            if request.transport is not None:
+                request.transport.close()
+            raise ClientDisconnected(response, "write_timeout") from error
+        except ConnectionError as error:
+            raise ClientDisconnected(response, "closed") from error
         await response.write_eof()
         return response
+
+
+async def _copy(chunks: AsyncIterator[bytes], response: web.StreamResponse, write_timeout_s: float) -> None:
+    """The engine's body to the client; a client that takes nothing for ``write_timeout_s`` is given up on, so
+    a slow reader cannot hold an upstream connection for good."""
+    async for chunk in chunks:
+        async with asyncio.timeout(write_timeout_s):
+            await response.write(chunk)

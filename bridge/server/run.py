@@ -13,13 +13,15 @@ from aiohttp import web
 from bridge.config import Settings
 from bridge.ops.logs import configure_logging
 from bridge.server.app import create_app
+from bridge.server.protocol import BridgeRunner
 
 log = logging.getLogger(__name__)
 
 
 def make_runner(app: web.Application, settings: Settings) -> web.AppRunner:
-    """The runner every entry point uses: request bodies stay as the client encoded them (gzip passes through)."""
-    return web.AppRunner(
+    """The runner every entry point uses: request bodies stay as the client encoded them (gzip passes through);
+    malformed requests and other HTTP versions get the engine's 400 (``protocol.py``)."""
+    return BridgeRunner(
         app,
         auto_decompress=False,
         handle_signals=False,

@@ -13,6 +13,7 @@ from bridge.config import Settings
 from bridge.ops.metrics import Metrics
 from bridge.scoring.base import Scorer
 from bridge.search.interceptor import SearchInterceptor
+from bridge.server.search_engine import UpstreamEngine
 from bridge.server.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,9 @@ class BridgeState:
 
             scorers = build_scorers(settings.models, metrics)
         upstream = Upstream(settings.upstream)
+        metrics.watch_pool(upstream.pool_state)
         owned = dict(scorers or {})
-        interceptor = SearchInterceptor(settings, upstream, owned, metrics)
+        interceptor = SearchInterceptor(settings, UpstreamEngine(upstream), owned, metrics)
         return cls(settings, upstream, owned, metrics, interceptor)
 
     async def start(self) -> None:

@@ -3,7 +3,7 @@ and failures turned into the engine-shaped 502/504 answers."""
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import ssl
 from collections.abc import AsyncIterable, Mapping
 from types import TracebackType
@@ -18,6 +18,7 @@ from bridge.server.http1 import (
     ConnectionPool,
     EngineError,
     EngineResponse,
+    PoolTimeout,
     connection_options,
 )
 
@@ -80,6 +81,7 @@ class Upstream:
             limit=self.settings.max_connections,
             connect_timeout=self.settings.connect_timeout_s,
             read_timeout=self.settings.timeout_s,
+            pool_timeout=self.settings.pool_timeout_s,
         )
 
     async def close(self) -> None:
@@ -88,18 +90,21 @@ class Upstream:
             self._pool = None
 
     def _ssl_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(
-            cafile=str(self.settings.ca_bundle) if self.settings.ca_bundle else None
-        )
-        if not self.settings.verify_tls:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        if self.settings.client_cert is not None:
-            context.load_cert_chain(
-                str(self.settings.client_cert),
-                str(self.settings.client_key) if self.settings.client_key else None,
-            )
-        return context
+        from bridge.engine_access import tls_context
+
+        return tls_context(self.settings)
+
+    def pool_state(self) -> dict[str, int | bool]:
+        """How busy the connection pool is, for ``/_bridge/health`` and ``/_bridge/ready``."""
+        pool = self._pool
+        if pool is None:
+            return {"limit": self.settings.max_connections, "in_use": 0, "waiting": 0, "saturated": False}
+        return {
+            "limit": pool.limit,
+            "in_use": pool.in_use,
+            "waiting": pool.waiting,
+            "saturated": pool.saturated,
+        }
 
     def target(self, raw_path_and_query: str) -> str:
         """The request target for a client's raw path and query string, byte for byte (no re-encoding)."""
@@ -107,13 +112,9 @@ class Upstream:
 
     def credentials(self) -> str | None:
         """The bridge's own Authorization value, used only when the client sends none."""
-        if self.settings.api_key is not None:
-            return f"ApiKey {self.settings.api_key.get_secret_value()}"
-        if self.settings.username is not None:
-            password = self.settings.password.get_secret_value() if self.settings.password else ""
-            token = base64.b64encode(f"{self.settings.username}:{password}".encode()).decode()
-            return f"Basic {token}"
-        return None
+        from bridge.engine_access import authorization
+
+        return authorization(self.settings)
 
     def forward_headers(self, incoming: Mapping[str, str]) -> CIMultiDict[str]:
         """What the engine receives: the client's end-to-end headers; Host is the engine's own."""
@@ -147,6 +148,12 @@ class Upstream:
             return BridgeHTTPError(
                 504, "upstream_timeout_exception", f"the search engine at {self.base} did not answer in time"
             )
+        if isinstance(error, PoolTimeout):
+            return BridgeHTTPError(
+                503,
+                "upstream_saturated_exception",
+                f"no connection to the search engine at {self.base} came free in time: {error}",
+            )
         if isinstance(error, ConnectFailed):
             return BridgeHTTPError(
                 502,
@@ -160,12 +167,27 @@ class Upstream:
         return None
 
     async def fetch_json(
-        self, method: str, raw_path_and_query: str, headers: Mapping[str, str], body: bytes | None
+        self,
+        method: str,
+        raw_path_and_query: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        *,
+        timeout_s: float | None = None,
     ) -> tuple[int, CIMultiDict[str], bytes]:
-        """A whole exchange in memory: for the searches the bridge rewrites (bounded by their size)."""
-        async with self.request(method, raw_path_and_query, headers, body) as response:
-            payload = await response.read()
-            return response.status, response.headers, payload
+        """A whole exchange in memory: for the searches the bridge rewrites (bounded by their size).
+
+        ``timeout_s`` bounds the whole exchange, waiting for a connection included (a 503/504 beyond it).
+        """
+        try:
+            async with asyncio.timeout(timeout_s):
+                async with self.request(method, raw_path_and_query, headers, body) as response:
+                    payload = await response.read()
+                    return response.status, response.headers, payload
+        except TimeoutError as error:
+            shaped = self.http_error(error)
+            assert shaped is not None
+            raise shaped from error
 
 
 class Exchange:

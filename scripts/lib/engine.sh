@@ -26,7 +26,7 @@
 #   LOG_TAIL_EXCLUDE   grep -v pattern applied to log tails (e.g. stack frames)
 # and defines these functions:
 #   healthy            exit 0 when $URL is our engine and at least yellow
-#   launch_node JDK    calls run_launcher with the engine's env and launcher
+#   launch_node JDK    calls run_launcher with the engine's env and launcher (not daemonized)
 #   write_descriptor DIR NAME CLASS EXTENDED DESCRIPTION, write_security_policy DIR NAME
 #   prepare_run_dir    built from copy_home_dir, reset_run_state, write_node_config, own_run_dir
 
@@ -100,12 +100,38 @@ pick_java_home() {
 
 # ---------------------------------------------------------------- download
 
+# How long a start waits for another one that holds the cache or port lock
+# (a first download takes minutes; a stuck holder must not block forever).
+LOCK_TIMEOUT="${RERANK_BRIDGE_LOCK_TIMEOUT:-1800}"
+
+take_lock() {
+    # take_lock FILE VAR: an exclusive flock on FILE, its fd stored in VAR.
+    # Two starts at once (two shells, CI and a developer) used to build the
+    # cache into the same folders and left it half-built for good; now the
+    # second waits, then finds the first one's result.
+    local file="$1" var="$2" fd
+    mkdir -p "$(dirname "$file")"
+    exec {fd}>>"$file"
+    printf -v "$var" '%s' "$fd"
+    if ! flock -n "$fd"; then
+        log "waiting for another start that holds $file"
+        flock -w "$LOCK_TIMEOUT" "$fd" || die "still locked after ${LOCK_TIMEOUT}s: $file"
+    fi
+}
+
+release_lock() {
+    # release_lock FD: closing the fd drops the lock.
+    [ -n "${1:-}" ] || return 0
+    eval "exec $1>&-"
+}
+
 mvn_run() {
-    # Quiet on success; on failure show Maven's output (it prints stray colour
-    # codes even in batch mode, hence the log file and the sed). The private
-    # repo under $CACHE_DIR keeps the cache self-contained.
+    # mvn_run LOG ARGS...: quiet on success; on failure show Maven's output (it
+    # prints stray colour codes even in batch mode, hence the log file and the
+    # sed). The private repo under $CACHE_DIR keeps the cache self-contained.
     command -v mvn >/dev/null || die "mvn not found (apt-get install maven)"
-    local out="$CACHE_DIR/mvn.log"
+    local out="$1"
+    shift
     if ! mvn -B -q -Dmaven.repo.local="$M2_REPO" "$@" >"$out" 2>&1; then
         sed -E 's/\x1b\[[0-9;]*m//g' "$out" | tail -n 30 >&2
         return 1
@@ -117,43 +143,74 @@ distribution_stamp() {
     printf '%s\n%s' "$ENGINE_VERSION" "$MODULES" | sha256sum | cut -d' ' -f1
 }
 
-distribution_is_current() {
-    # An unchanged stamp means the cached distribution is used offline.
-    local stamp="$DIST_DIR/.rerank-bridge-stamp"
-    [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$(distribution_stamp)" ]
+verify_distribution() {
+    # verify_distribution DIR: prints each defect and fails when DIR is not a
+    # complete distribution (launcher, server jar, every module with its
+    # descriptor and jar, nothing nested). Run before stamping and before
+    # every use, so a cache broken by an older script rebuilds itself.
+    local dir="$1" name artifact module found=0 bad=0
+    [ -x "$dir/bin/$ENGINE_ID" ] || { log "  $dir: no executable bin/$ENGINE_ID"; bad=1; }
+    [ -f "$dir/config/jvm.options" ] || { log "  $dir: no config/jvm.options"; bad=1; }
+    [ -f "$dir/lib/$SERVER_ARTIFACT-$ENGINE_VERSION.jar" ] ||
+        { log "  $dir: no lib/$SERVER_ARTIFACT-$ENGINE_VERSION.jar"; bad=1; }
+    [ ! -e "$dir/$DIST_NAME" ] || { log "  $dir: a nested $DIST_NAME/ (a half-finished unpack)"; bad=1; }
+    for module in "$dir"/modules/*/; do
+        [ -d "$module" ] || continue
+        found=1
+        [ -f "$module/plugin-descriptor.properties" ] ||
+            { log "  $dir: modules/$(basename "$module") has no plugin-descriptor.properties"; bad=1; }
+    done
+    [ "$found" = 1 ] || { log "  $dir: no modules/"; bad=1; }
+    while IFS='|' read -r name artifact _; do
+        [ -n "$name" ] || continue
+        module="$dir/modules/$name"
+        if [ ! -f "$module/$artifact-$ENGINE_VERSION.jar" ]; then
+            log "  $dir: modules/$name lacks $artifact-$ENGINE_VERSION.jar"
+            bad=1
+        elif ! grep -qx "name=$name" "$module/plugin-descriptor.properties" 2>/dev/null; then
+            log "  $dir: modules/$name/plugin-descriptor.properties does not name $name"
+            bad=1
+        fi
+    done <<<"$MODULES"
+    return "$bad"
 }
 
-stamp_distribution() {
-    # Written last, so an interrupted build is redone on the next start.
-    distribution_stamp >"$DIST_DIR/.rerank-bridge-stamp"
+distribution_is_current() {
+    # distribution_is_current DIR: stamped for this version and module list, and complete.
+    local dir="${1:-$DIST_DIR}" stamp="${1:-$DIST_DIR}/.rerank-bridge-stamp"
+    [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$(distribution_stamp)" ] && verify_distribution "$dir" 2>/dev/null
+}
+
+fetch_integ_test_zip() {
+    # The zip is kept in download/ once complete: fetched into the build dir,
+    # tested, then renamed into place, so a killed fetch leaves nothing behind.
+    local build="$1" zip="$CACHE_DIR/download/$DIST_NAME.zip"
+    if [ -s "$zip" ] && ! python3 -m zipfile -t "$zip" >/dev/null 2>&1; then
+        log "discarding the damaged $zip"
+        rm -f "$zip"
+    fi
+    [ -s "$zip" ] && return 0
+    mkdir -p "$CACHE_DIR/download" "$build/download"
+    mvn_run "$build/mvn.log" "$DEP_PLUGIN:copy" -Dartifact="$DIST_COORDS" -DoutputDirectory="$build/download" ||
+        die "could not fetch $DIST_COORDS"
+    python3 -m zipfile -t "$build/download/$DIST_NAME.zip" >/dev/null || die "$DIST_COORDS is not a valid zip"
+    mv "$build/download/$DIST_NAME.zip" "$zip"
 }
 
 unpack_integ_test_zip() {
-    # Fetches the integ-test zip once (kept in download/) and unpacks it as a
-    # fresh $DIST_DIR; unzip when present, else Python's zipfile.
-    local zip
-    log "preparing $ENGINE_NAME $ENGINE_VERSION in $DIST_DIR (one-time download from Maven Central)"
-    mkdir -p "$CACHE_DIR/download"
-    zip="$CACHE_DIR/download/$DIST_NAME.zip"
-    if [ ! -s "$zip" ]; then
-        mvn_run "$DEP_PLUGIN:copy" \
-            -Dartifact="$DIST_COORDS" \
-            -DoutputDirectory="$CACHE_DIR/download" ||
-            die "could not fetch $DIST_COORDS"
-    fi
-    rm -rf "$DIST_DIR" "$CACHE_DIR/extract"
-    mkdir -p "$CACHE_DIR/extract"
+    # unpack_integ_test_zip BUILD: $BUILD/$DIST_NAME from the zip; unzip when
+    # present, else Python's zipfile.
+    local build="$1" zip="$CACHE_DIR/download/$DIST_NAME.zip" dist="$1/$DIST_NAME"
+    mkdir -p "$build/extract"
     if command -v unzip >/dev/null; then
-        unzip -q "$zip" -d "$CACHE_DIR/extract"
+        unzip -q "$zip" -d "$build/extract"
     else
-        python3 -m zipfile -e "$zip" "$CACHE_DIR/extract"
+        python3 -m zipfile -e "$zip" "$build/extract"
     fi
-    mv "$CACHE_DIR/extract/$DIST_NAME" "$DIST_DIR"
-    rmdir "$CACHE_DIR/extract"
-    chmod +x "$DIST_DIR"/bin/* # python's zipfile drops the exec bits
-    if [ -d "$DIST_DIR/jdk" ]; then
-        rm -rf "$DIST_DIR/jdk" # never bundled in integ-test zips; be sure we use ours
-    fi
+    [ -d "$build/extract/$DIST_NAME" ] || die "$zip has no top folder $DIST_NAME/"
+    mv "$build/extract/$DIST_NAME" "$dist"
+    chmod +x "$dist"/bin/* # python's zipfile drops the exec bits
+    rm -rf "$dist/jdk"     # never bundled in integ-test zips; be sure we use ours
 }
 
 module_pom() {
@@ -162,7 +219,7 @@ module_pom() {
     # excluded: it is in lib/ already (OpenSearch's lang-painless spi drags it,
     # and all of lib/, in).
     local artifact="$1"
-    cat <<EOF
+    cat <<POM
 <project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
   <groupId>local.rerank-bridge</groupId>
@@ -180,7 +237,7 @@ module_pom() {
     </dependency>
   </dependencies>
 </project>
-EOF
+POM
 }
 
 jar_basename() {
@@ -191,10 +248,10 @@ jar_basename() {
 drop_jars_already_in_lib() {
     # The server's lib/ is the parent class loader of every module: a second
     # copy of one of its jars in a module is "jar hell" and the node refuses to start.
-    local module_dir="$1" jar base
+    local dist="$1" module_dir="$2" jar base
     for jar in "$module_dir"/*.jar; do
         base="$(jar_basename "$jar")"
-        if compgen -G "$DIST_DIR/lib/$base-[0-9]*.jar" >/dev/null; then
+        if compgen -G "$dist/lib/$base-[0-9]*.jar" >/dev/null; then
             rm -f "$jar"
         fi
     done
@@ -204,15 +261,14 @@ install_module() {
     # Module jars on Maven Central are bare: fetch one with its runtime deps,
     # then add what the engine's own packaging would have added (the script's
     # descriptor and security policy).
-    local name="$1" artifact="$2" classname="$3" extended="$4" description="$5"
-    local work="$CACHE_DIR/work/$name" dir="$DIST_DIR/modules/$name"
-    rm -rf "$work" "$dir"
+    local build="$1" name="$2" artifact="$3" classname="$4" extended="$5" description="$6"
+    local work="$build/work/$name" dir="$build/$DIST_NAME/modules/$name"
     mkdir -p "$work" "$dir"
     module_pom "$artifact" >"$work/pom.xml"
-    mvn_run -f "$work/pom.xml" "$DEP_PLUGIN:copy-dependencies" \
+    mvn_run "$work/mvn.log" -f "$work/pom.xml" "$DEP_PLUGIN:copy-dependencies" \
         -DincludeScope=runtime -DoutputDirectory="$dir" ||
         die "could not fetch $MODULE_GROUP:$artifact:$ENGINE_VERSION and its dependencies"
-    drop_jars_already_in_lib "$dir"
+    drop_jars_already_in_lib "$build/$DIST_NAME" "$dir"
     write_descriptor "$dir" "$name" "$classname" "$extended" "$description"
     write_security_policy "$dir" "$name"
     # shellcheck disable=SC2012 # jar names are plain; ls gives a sorted, readable list
@@ -220,20 +276,51 @@ install_module() {
 }
 
 install_modules() {
-    # Every line of $MODULES becomes a module under $DIST_DIR/modules.
-    local name artifact classname extended description
+    # Every line of $MODULES becomes a module under BUILD/$DIST_NAME/modules.
+    local build="$1" name artifact classname extended description
     while IFS='|' read -r name artifact classname extended description; do
         [ -n "$name" ] || continue
-        install_module "$name" "$artifact" "$classname" "$extended" "$description"
+        install_module "$build" "$name" "$artifact" "$classname" "$extended" "$description"
     done <<<"$MODULES"
 }
 
+BUILD_DIR="" # the build in progress, removed on exit whatever happens
+
+remove_build_dir() { [ -z "$BUILD_DIR" ] || rm -rf "$BUILD_DIR"; }
+
+build_distribution() {
+    # Builds the distribution in a private folder, verifies and stamps it, and
+    # only then renames it to $DIST_DIR: a failed or killed build never leaves
+    # a stamped, incomplete cache. Runs under the cache lock.
+    local old
+    rm -rf "$CACHE_DIR"/build.* "$CACHE_DIR/extract" "$CACHE_DIR/work" # left by killed builds (we hold the lock)
+    BUILD_DIR="$(mktemp -d "$CACHE_DIR/build.XXXXXX")"
+    trap remove_build_dir EXIT
+    log "preparing $ENGINE_NAME $ENGINE_VERSION in $DIST_DIR (one-time download from Maven Central)"
+    fetch_integ_test_zip "$BUILD_DIR"
+    unpack_integ_test_zip "$BUILD_DIR"
+    install_modules "$BUILD_DIR"
+    if ! verify_distribution "$BUILD_DIR/$DIST_NAME"; then
+        die "the assembled distribution is incomplete (see above); nothing was cached"
+    fi
+    distribution_stamp >"$BUILD_DIR/$DIST_NAME/.rerank-bridge-stamp"
+    if [ -e "$DIST_DIR" ]; then
+        old="$BUILD_DIR/previous"
+        mv "$DIST_DIR" "$old"
+    fi
+    mv "$BUILD_DIR/$DIST_NAME" "$DIST_DIR"
+    remove_build_dir
+    BUILD_DIR=""
+}
+
 ensure_distribution() {
-    # Builds $DIST_DIR once: the integ-test zip plus $MODULES.
+    # Builds $DIST_DIR once: the integ-test zip plus $MODULES. Caller holds the cache lock.
     distribution_is_current && return 0
-    unpack_integ_test_zip
-    install_modules
-    stamp_distribution
+    if [ -e "$DIST_DIR" ]; then
+        log "the cached $DIST_DIR is outdated or incomplete; rebuilding it"
+        verify_distribution "$DIST_DIR" || true
+    fi
+    build_distribution
 }
 
 # ---------------------------------------------------------------- run dir
@@ -249,25 +336,28 @@ ensure_user() {
 copy_home_dir() {
     # A private copy per port: the cache may sit under /root (unreadable to the
     # service user), and what the node writes must be writable by it. Recopied
-    # only when the distribution changed.
-    mkdir -p "$RUN_ROOT"
+    # only when the distribution changed or the copy is incomplete; copied
+    # aside and renamed, so an interrupted copy is never taken for a good one.
+    mkdir -p "$RUN_ROOT" "$RUN_DIR"
     chmod 755 "$RUN_ROOT"
-    if ! cmp -s "$DIST_DIR/.rerank-bridge-stamp" "$HOME_DIR/.rerank-bridge-stamp"; then
-        rm -rf "$HOME_DIR"
-        mkdir -p "$RUN_DIR"
-        cp -a "$DIST_DIR" "$HOME_DIR"
+    if ! cmp -s "$DIST_DIR/.rerank-bridge-stamp" "$HOME_DIR/.rerank-bridge-stamp" ||
+        ! verify_distribution "$HOME_DIR" 2>/dev/null; then
+        rm -rf "$HOME_DIR" "$HOME_DIR.new"
+        cp -a "$DIST_DIR" "$HOME_DIR.new"
+        mv "$HOME_DIR.new" "$HOME_DIR"
     fi
 }
 
 reset_run_state() {
-    # Data is fresh on every start: tests create their own indices.
-    rm -rf "$RUN_DIR/data" "$RUN_DIR/logs" "$RUN_DIR/tmp" "$PID_FILE"
+    # The node's data survives a restart: start never deletes indices (tests
+    # create, and remove, their own uniquely named ones). `wipe` deletes it.
+    rm -rf "$RUN_DIR/tmp" "$PID_FILE"
     mkdir -p "$RUN_DIR/data" "$RUN_DIR/logs" "$RUN_DIR/tmp"
 }
 
 write_node_config() {
     # The settings both engines share, written to the given config file.
-    cat >"$1" <<EOF
+    cat >"$1" <<EOC
 # Written by scripts/$ENGINE_TAG: loopback-only single node for tests.
 cluster.name: rerank-bridge
 node.name: rerank-bridge-$PORT
@@ -279,7 +369,7 @@ discovery.type: single-node
 # Small shared disks must not turn indices read-only mid-test.
 cluster.routing.allocation.disk.threshold_enabled: false
 action.auto_create_index: true
-EOF
+EOC
 }
 
 own_run_dir() {
@@ -291,38 +381,54 @@ own_run_dir() {
 
 # ---------------------------------------------------------------- commands
 
+NODE_LOG_OFFSET=0 # size of the node's log before this start: logs survive restarts
+
 print_log_tail() {
-    # Shown before dying, so a failed start explains itself on stderr.
-    local f
+    # Shown before dying, so a failed start explains itself on stderr; only
+    # what this start wrote (launcher.log is rewritten per start).
+    local f offset
     for f in "$RUN_DIR/launcher.log" "$RUN_DIR/logs/rerank-bridge.log"; do
         [ -s "$f" ] || continue
+        offset=0
+        [ "$f" = "$RUN_DIR/launcher.log" ] || offset="$NODE_LOG_OFFSET"
+        [ "$(stat -c %s "$f")" -gt "$offset" ] || continue
         log "---- last lines of $f"
         if [ -n "${LOG_TAIL_EXCLUDE:-}" ]; then
-            grep -v "$LOG_TAIL_EXCLUDE" "$f" | tail -n 40 >&2
+            tail -c +$((offset + 1)) "$f" | grep -v "$LOG_TAIL_EXCLUDE" | tail -n 40 >&2
         else
-            tail -n 40 "$f" >&2
+            tail -c +$((offset + 1)) "$f" | tail -n 40 >&2
         fi
     done
 }
 
+NODE_PID="" # the launcher process this start ran (alive as long as the node)
+
 run_launcher() {
-    # Runs the engine's daemonizing launcher ("$@", from launch_node) as the
-    # service user when root. From the home dir: jvm.options uses relative
-    # paths (logs/gc.log).
+    # Runs the engine's launcher ("$@", from launch_node) in the foreground of
+    # its own session, in the background of ours, as the service user when
+    # root. Not daemonized (-d): then the node's pid is known from the first
+    # instant, and a node that dies while loading its modules is noticed at
+    # once instead of after START_TIMEOUT. From the home dir: jvm.options
+    # uses relative paths (logs/gc.log). Lock fds are closed for the node, so
+    # it never holds a lock after this script exits.
     local -a launch=("$@")
     if is_root; then
         launch=(runuser -u "$ENGINE_USER" -- "${launch[@]}")
     fi
-    if ! (cd "$HOME_DIR" && "${launch[@]}" >"$RUN_DIR/launcher.log" 2>&1 </dev/null); then
-        print_log_tail
-        die "launcher failed"
-    fi
+    NODE_LOG_OFFSET="$(stat -c %s "$RUN_DIR/logs/rerank-bridge.log" 2>/dev/null || echo 0)"
+    cd "$HOME_DIR"
+    # shellcheck disable=SC2093 # setsid -w stays the parent: its pid lives exactly as long as the node
+    setsid -w "${launch[@]}" >"$RUN_DIR/launcher.log" 2>&1 </dev/null {RUN_LOCK_FD}>&- &
+    NODE_PID=$!
+    cd - >/dev/null
 }
 
 cmd_start() {
-    local t0 pid java_home deadline
+    local t0 pid java_home deadline status
     t0="$(now)"
     [ -z "${UNSUPPORTED_REASON:-}" ] || die "$UNSUPPORTED_REASON"
+    # One start per port at a time: a second one waits, then finds the first's node.
+    take_lock "$RUN_ROOT/$PORT.lock" RUN_LOCK_FD
     if healthy; then
         log "already running and healthy at $URL"
         echo "$URL"
@@ -332,31 +438,32 @@ cmd_start() {
         if port_in_use; then
             die "port $PORT is taken by something that is not a healthy $ENGINE_NAME; set ${ENGINE_ENV_PREFIX}_PORT"
         fi
+        take_lock "$CACHE_DIR/.lock" CACHE_LOCK_FD # one builder of the shared cache at a time
         ensure_distribution
         java_home="$(pick_java_home)"
         if is_root; then ensure_user; fi
         prepare_run_dir
+        release_lock "$CACHE_LOCK_FD"
         log "starting $ENGINE_NAME $ENGINE_VERSION on $URL (JDK $java_home)"
         launch_node "$java_home"
+        pid="$NODE_PID"
     else
         log "process $pid is running; waiting for it to become healthy"
     fi
 
-    # The node writes its pidfile early and deletes it when it exits, so
-    # remember the pid once seen to notice a node that died while starting.
-    local seen_pid="${pid:-}"
     deadline=$(($(date +%s) + START_TIMEOUT))
     until healthy; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            status=""
+            if [ "$pid" = "$NODE_PID" ]; then
+                wait "$pid" && status=0 || status=$?
+            fi
+            print_log_tail
+            die "$ENGINE_NAME exited during startup after $(elapsed_since "$t0")s${status:+ (exit code $status)} (logs in $RUN_DIR)"
+        fi
         if [ "$(date +%s)" -ge "$deadline" ]; then
             print_log_tail
             die "not healthy after ${START_TIMEOUT}s (logs in $RUN_DIR/logs)"
-        fi
-        if [ -z "$seen_pid" ] && [ -s "$PID_FILE" ]; then
-            seen_pid="$(cat "$PID_FILE" 2>/dev/null || true)"
-        fi
-        if [ -n "$seen_pid" ] && ! kill -0 "$seen_pid" 2>/dev/null; then
-            print_log_tail
-            die "$ENGINE_NAME exited during startup (logs in $RUN_DIR/logs)"
         fi
         sleep 0.5
     done
@@ -386,6 +493,16 @@ cmd_stop() {
     log "stopped"
 }
 
+cmd_wipe() {
+    # The only command that deletes a node's data: it must be stopped first.
+    local pid
+    if pid="$(running_pid)"; then
+        die "pid $pid is running on $URL; stop it first"
+    fi
+    rm -rf "$RUN_DIR/data"
+    log "deleted the data of the node on port $PORT ($RUN_DIR/data)"
+}
+
 cmd_status() {
     # Exit 0 when healthy, 3 when not (so callers can tell "down" from errors).
     local pid
@@ -409,10 +526,11 @@ main() {
     case "${1:-}" in
     start) cmd_start ;;
     stop) cmd_stop ;;
+    wipe) cmd_wipe ;;
     url) echo "$URL" ;;
     status) cmd_status ;;
     *)
-        echo "usage: $0 {start|stop|url|status}" >&2
+        echo "usage: $0 {start|stop|wipe|url|status}" >&2
         exit 2
         ;;
     esac

@@ -2,6 +2,10 @@
 
 Time-sorted Discover searches, aggregation-only visualisations and saved-object calls are untouched byte for byte;
 the _score-sorted Discover search on a ruled index pattern is reranked and keeps Dashboards' highlight tags.
+
+The recorded requests name ``products``, ``opensearch_dashboards_sample_data_logs`` and ``.kibana``; they are
+replayed on this run's own scratch indices instead (``.kibana`` becomes ``.kibana_rbtest_<run>``, still a
+system index for the bridge), so a user's indices of those names are never read, changed or deleted.
 """
 
 from __future__ import annotations
@@ -17,10 +21,14 @@ import pytest
 
 from bridge.config import Settings
 from tests.bridge_server import running_bridge
+from tests.indices import RUN_ID, TEST_PREFIX, delete_indices, scratch_name
 
 pytestmark = pytest.mark.engine
 
-LOGS, PRODUCTS = "opensearch_dashboards_sample_data_logs", "products"
+LOGS, PRODUCTS = scratch_name("opensearch_dashboards_sample_data_logs"), scratch_name("products")
+KIBANA = f".kibana_{TEST_PREFIX}_{RUN_ID}"
+RECORDED_NAMES = {"opensearch_dashboards_sample_data_logs": LOGS, "products": PRODUCTS, ".kibana": KIBANA}
+RECORDED_NAME = re.compile(r"(?<![\w.-])(\.kibana|products|opensearch_dashboards_sample_data_logs)(?![\w-])")
 HIGHLIGHT_TAG = "@opensearch-dashboards-highlighted-field@"
 RERANKED = {
     "discover/04-non-time-index-pattern-dql-free-text",
@@ -36,7 +44,21 @@ def requests_file(shared_dir: Path) -> list[dict[str, Any]]:
     path = shared_dir / "compat" / "dashboards-requests.json"
     if not path.is_file():
         pytest.skip(f"{path} is not present")
-    return list(json.loads(path.read_text()))
+    return [on_scratch_indices(request) for request in json.loads(path.read_text())]
+
+
+def on_scratch_indices(request: dict[str, Any]) -> dict[str, Any]:
+    """The recorded request with every index name it uses replaced by this run's scratch index."""
+
+    def rename(text: str) -> str:
+        return RECORDED_NAME.sub(lambda found: RECORDED_NAMES[found[1]], text)
+
+    body = request["body"]
+    if isinstance(body, str):
+        body = rename(body)
+    elif body is not None:
+        body = json.loads(rename(json.dumps(body)))
+    return {**request, "path": rename(request["path"]), "body": body}
 
 
 async def seed(http: aiohttp.ClientSession, url: str) -> None:
@@ -62,7 +84,6 @@ async def seed(http: aiohttp.ClientSession, url: str) -> None:
         }
     }
     for index, mapping in ((LOGS, logs_mapping), (PRODUCTS, product_mapping)):
-        await http.delete(f"{url}/{index}")
         async with http.put(
             f"{url}/{index}",
             json={"settings": {"number_of_replicas": 0, "number_of_shards": 1}, "mappings": mapping},
@@ -118,10 +139,11 @@ async def seed(http: aiohttp.ClientSession, url: str) -> None:
 
 
 async def reset_kibana(http: aiohttp.ClientSession, url: str) -> None:
-    await http.delete(f"{url}/.kibana")
-    await http.put(f"{url}/.kibana", json={"settings": {"number_of_replicas": 0, "number_of_shards": 1}})
+    """This run's stand-in for ``.kibana``, back to one config document (a saved-object import changes it)."""
+    await (await http.delete(f"{url}/{KIBANA}", params={"ignore_unavailable": "true"})).release()
+    await http.put(f"{url}/{KIBANA}", json={"settings": {"number_of_replicas": 0, "number_of_shards": 1}})
     await http.put(
-        f"{url}/.kibana/_doc/config:3.6.0?refresh=true",
+        f"{url}/{KIBANA}/_doc/config:3.6.0?refresh=true",
         json={"type": "config", "config": {"buildNum": 1}, "updated_at": "2025-05-15T09:00:00.000Z"},
     )
 
@@ -129,11 +151,13 @@ async def reset_kibana(http: aiohttp.ClientSession, url: str) -> None:
 @pytest.fixture(scope="module")
 async def engine(opensearch_url: str) -> AsyncIterator[str]:
     async with aiohttp.ClientSession() as http:
-        await seed(http, opensearch_url)
-        await reset_kibana(http, opensearch_url)
-        yield opensearch_url
-        for index in (LOGS, PRODUCTS, ".kibana"):
-            await http.delete(f"{opensearch_url}/{index}")
+        try:
+            await seed(http, opensearch_url)
+            await reset_kibana(http, opensearch_url)
+            yield opensearch_url
+        finally:
+            await delete_indices(http, opensearch_url, LOGS, PRODUCTS)
+            await (await http.delete(f"{opensearch_url}/{KIBANA}", params={"ignore_unavailable": "true"})).release()
 
 
 @pytest.fixture(scope="module")

@@ -134,5 +134,8 @@ def test_eval_against_a_running_bridge(served_bridge: tuple[str, Path, str], ope
     assert done.returncode == 1
     assert "reranked 0 of 6" in done.stderr
     report = json.loads((other / "report.json").read_text())
-    assert report["bridge"]["x_rerank"] == {"applied": 0, "not_applied": {"no X-Rerank header": 6}, "total": 6}
+    # Every search on an intercepted route says why it was not reranked (issue 10, item 20).
+    assert report["bridge"]["x_rerank"] == {
+        "applied": 0, "not_applied": {"skipped; reason=no_rule": 6}, "total": 6
+    }
     assert not report["verify"]["all_agree"]

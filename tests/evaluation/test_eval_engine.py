@@ -14,10 +14,12 @@ import aiohttp
 import pytest
 
 from bridge.config import UpstreamSettings
+from bridge.engine_access import opensearch_client
 from bridge.evaluation.collection import load_collection
-from bridge.evaluation.indexing import IndexingError, ensure_index, index_body, opensearch_client
+from bridge.evaluation.indexing import IndexingError, ensure_index, index_body
 from bridge.evaluation.metrics import METRICS, evaluate
 from bridge.evaluation.runner import QueryBuilder, Searcher
+from tests.indices import scratch_name
 
 pytestmark = pytest.mark.engine
 
@@ -96,25 +98,34 @@ def test_bm25_matches_the_reference_figures(opensearch_url: str, shared_dir: Pat
     folder = shared_dir / "collections" / name
     collection = load_collection(folder)
     client = opensearch_client(UpstreamSettings(url=opensearch_url))
+    index = scratch_name(f"eval-{name}")  # the body rerank-bridge eval uses, on this run's own index
     try:
-        # The index name and body rerank-bridge eval and bench/relevance.sh use, so they find it loaded.
-        ensure_index(client, collection, f"eval-{name}", index_body("plain", 0.9, 0.4), progress=False)
+        ensure_index(client, collection, index, index_body("plain", 0.9, 0.4), progress=False)
+        query_ids = collection.judged_queries()
+        run = asyncio.run(bm25_run(opensearch_url, index, {q: collection.queries[q] for q in query_ids}))
     finally:
+        client.indices.delete(index=index, ignore_unavailable=True)
         client.close()
-    query_ids = collection.judged_queries()
-    run = asyncio.run(bm25_run(opensearch_url, f"eval-{name}", {q: collection.queries[q] for q in query_ids}))
     ndcg = evaluate(collection.qrels, run).means["ndcg@10"]
     assert ndcg == pytest.approx(reference_ndcg(folder / "README.md"), abs=0.03)
 
 
 @pytest.mark.slow
 def test_eval_end_to_end_on_a_cranfield_slice(
-    opensearch_url: str, shared_dir: Path, shared_model: Path, tmp_path: Path
+    opensearch_url: str, shared_dir: Path, shared_model: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     out = tmp_path / "out"
+    index = scratch_name("eval-cranfield")
+
+    def remove_index() -> None:
+        client = opensearch_client(UpstreamSettings(url=opensearch_url))
+        client.indices.delete(index=index, ignore_unavailable=True)
+        client.close()
+
+    request.addfinalizer(remove_index)
     command = [
         sys.executable, "-m", "bridge", "eval", str(shared_dir / "collections" / "cranfield"),
-        "--upstream", opensearch_url, "--model", str(shared_model), "--index", "eval-cranfield",
+        "--upstream", opensearch_url, "--model", str(shared_model), "--index", index,
         *REFERENCE_FLAGS, "--queries", "30", "--window", "30", "--verify-sample", "5",
         "--out", str(out), "--no-progress",
     ]

@@ -262,3 +262,35 @@ async def test_verify_sample_checks_order_scale_and_that_the_bridge_reranked() -
     problems = {d["query_id"]: d["violation"] for d in result["disagreements"]}
     assert problems["q2"]["better_left_out"] == "b"
     assert problems["q3"] == {"problem": "not reranked (X-Rerank: skipped; reason=timeout)"}
+
+
+def test_eval_refuses_an_unreachable_hub_model_in_one_line_before_indexing(tmp_path: Path) -> None:
+    """Nothing is indexed and no engine is asked: the Hub (a closed port on 127.0.0.1) cannot serve the model."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from tests.evaluation.test_eval_collection import write
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BRIDGE_", "HF_"))}
+    started = time.monotonic()
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "bridge", "eval", str(write(tmp_path / "mini")), "--no-progress",
+            "--model", "cross-encoder/ms-marco-MiniLM-L-6-v2", "--upstream", f"http://127.0.0.1:{closed}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**env, "HF_ENDPOINT": f"http://127.0.0.1:{closed}", "HF_HOME": str(tmp_path / "hf")},
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "cannot reach the Hugging Face Hub" in lines[0] and "--local-dir" in lines[0]
+    assert time.monotonic() - started < 30

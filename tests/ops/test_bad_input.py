@@ -5,8 +5,11 @@ Compared with the real engine: a request the bridge cannot read is relayed so th
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,12 +21,14 @@ from hypothesis import strategies as st
 
 from bridge.config import Settings
 from tests.bridge_server import running_bridge
-from tests.indices import create_index
+from tests.indices import create_index, delete_indices, scratch_name
 
 pytestmark = pytest.mark.engine
 
-RULED = "rr-bad"
-PLAIN = "plain-bad"
+RULED = scratch_name("rr-bad")
+PLAIN = scratch_name("plain-bad")
+BULK = scratch_name("bulk-big")
+MSEARCH_HEADER = json.dumps({"index": RULED}).encode()
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +42,13 @@ async def bridge(opensearch_url: str, tiny_model: Path) -> AsyncIterator[str]:
     settings_ = Settings(
         upstream={"url": opensearch_url},
         models={"tiny": {"source": str(tiny_model), "dtype": "float32"}},
-        rules=[{"indices": ["rr-*"], "fields": ["title", "text"], "window": 20}],
+        rules=[{"indices": [scratch_name("rr-*")], "fields": ["title", "text"], "window": 20}],
         limits={"max_search_body_bytes": 200_000},
     )
     async with running_bridge(settings_) as url:
         yield url
     async with aiohttp.ClientSession() as http:
-        for index in (RULED, PLAIN):
-            await http.delete(f"{opensearch_url}/{index}")
+        await delete_indices(http, opensearch_url, RULED, PLAIN)
 
 
 async def both(
@@ -106,18 +110,37 @@ GARBAGE: list[tuple[str, str, bytes, dict[str, str]]] = [
     (
         "msearch odd lines",
         "/_msearch",
-        b'{"index": "rr-bad"}\n{"query": {"match_all": {}}}\n{"index": "rr-bad"}\n',
+        MSEARCH_HEADER + b'\n{"query": {"match_all": {}}}\n' + MSEARCH_HEADER + b"\n",
         NDJSON,
     ),
-    ("msearch bad json line", "/_msearch", b'{"index": "rr-bad"}\n{"query": \n', NDJSON),
+    ("msearch bad json line", "/_msearch", MSEARCH_HEADER + b'\n{"query": \n', NDJSON),
     (
         "msearch no trailing newline",
         "/_msearch",
-        b'{"index": "rr-bad"}\n{"query": {"match": {"title": "wind"}}}',
+        MSEARCH_HEADER + b'\n{"query": {"match": {"title": "wind"}}}',
         NDJSON,
     ),
     ("template missing id", f"/{RULED}/_search/template", b'{"id": "no-such-template", "params": {}}', JSON),
     ("template bad json", f"/{RULED}/_search/template", b'{"source": ', JSON),
+    # Bodies Python's json reads but the engine refuses (items 9, 13): the engine's own refusal, never a 502.
+    ("size Infinity", f"/{RULED}/_search", b'{"query": {"match": {"title": "wind"}}, "size": Infinity}', JSON),
+    ("from -Infinity", f"/{RULED}/_search", b'{"query": {"match": {"title": "wind"}}, "from": -Infinity}', JSON),
+    ("size 1e400", f"/{RULED}/_search", b'{"query": {"match": {"title": "wind"}}, "size": 1e400}', JSON),
+    ("size NaN", f"/{RULED}/_search", b'{"query": {"match": {"title": "wind"}}, "size": NaN}', JSON),
+    ("duplicate key", f"/{RULED}/_search", b'{"query": {"match": {"title": "wind"}}, "size": 2, "size": 3}', JSON),
+    ("duplicate nested key", f"/{RULED}/_search", b'{"query": {"match": {"title": "a", "title": "b"}}}', JSON),
+    (
+        "msearch duplicate key",
+        "/_msearch",
+        MSEARCH_HEADER + b'\n{"query": {"match": {"title": "wind"}}, "size": 2, "size": 3}\n',
+        NDJSON,
+    ),
+    (
+        "template duplicate key",
+        f"/{RULED}/_search/template",
+        b'{"source": {"query": {"match": {"title": "{{q}}"}}}, "params": {"q": "wind"}, "params": {}}',
+        JSON,
+    ),
 ]
 
 
@@ -145,22 +168,84 @@ async def test_oversized_search_is_413_in_the_engine_shape(bridge: str) -> None:
     assert answer["error"]["root_cause"][0]["type"] == "content_too_long_exception"
 
 
+async def test_a_decompression_bomb_is_413_without_stalling_the_bridge(bridge: str) -> None:
+    """153 KB of gzip inflating to 150 MiB: refused at the body limit, while health keeps answering at once."""
+    bomb = gzip.compress(b'{"query": {"match_all": {}}, "pad": "' + b"a" * (150 * 1024 * 1024) + b'"}')
+    headers = {**JSON, "Content-Encoding": "gzip"}
+    health: list[float] = []
+    async with aiohttp.ClientSession() as http:
+
+        async def poll_health() -> None:
+            while True:
+                started = time.perf_counter()
+                async with http.get(f"{bridge}/_bridge/health") as response:
+                    assert response.status == 200
+                health.append(time.perf_counter() - started)
+                await asyncio.sleep(0.01)
+
+        poller = asyncio.create_task(poll_health())
+        try:
+            await asyncio.sleep(0.05)
+            for path in (f"/{RULED}/_search", f"/{PLAIN}/_search", "/_msearch"):
+                started = time.perf_counter()
+                async with http.post(bridge + path, data=bomb, headers=headers) as response:
+                    answer = await response.json()
+                    assert response.status == 413, path
+                assert time.perf_counter() - started < 1.0, path
+                assert answer["error"]["type"] == "content_too_long_exception"
+        finally:
+            poller.cancel()
+    assert health and max(health) < 0.25, max(health)
+
+
+async def test_a_stored_lone_surrogate_is_reranked_not_a_bridge_error(opensearch_url: str, bridge: str) -> None:
+    """Lone surrogates in a stored document, a query and an msearch line: 200s, as the engine answers them."""
+    poisoned = scratch_name("rr-surrogate")
+    async with aiohttp.ClientSession() as http:
+        docs = [{"title": "wind \ud800 tunnel", "text": "flow"}, {"title": "wind tunnel", "text": "flow"}]
+        await create_index(http, opensearch_url, poisoned, docs)
+        try:
+            searches = [
+                (f"/{poisoned}/_search", b'{"query": {"match": {"title": "wind"}}}', JSON),
+                (f"/{poisoned}/_search", b'{"query": {"match": {"title": "wind \\ud800"}}}', JSON),
+                (
+                    "/_msearch",
+                    json.dumps({"index": poisoned}).encode() + b'\n{"query": {"match": {"title": "\\udfff wind"}}}\n',
+                    NDJSON,
+                ),
+            ]
+            for path, body, headers in searches:
+                direct, bridged = await both(opensearch_url, bridge, "POST", path, body, headers)
+                assert direct[0] == bridged[0] == 200, (path, body, bridged[:2])
+                assert bridged[2]["X-Rerank"].startswith("applied"), path
+                got, expected = json.loads(bridged[1]), json.loads(direct[1])
+                if "responses" in got:
+                    got, expected = got["responses"][0], expected["responses"][0]
+                assert sorted(json.dumps(h["_source"]) for h in got["hits"]["hits"]) == sorted(
+                    json.dumps(h["_source"]) for h in expected["hits"]["hits"]
+                )
+        finally:
+            await delete_indices(http, opensearch_url, poisoned)
+
+
 async def test_large_bulk_streams_through_without_the_search_limit(opensearch_url: str, bridge: str) -> None:
     lines = []
     for i in range(4000):
         lines += [
-            json.dumps({"index": {"_index": "bulk-big", "_id": str(i)}}),
+            json.dumps({"index": {"_index": BULK, "_id": str(i)}}),
             json.dumps({"text": "x" * 500}),
         ]
     payload = ("\n".join(lines) + "\n").encode()
     assert len(payload) > 2_000_000
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"{bridge}/_bulk", data=payload, headers=NDJSON) as response:
-            assert response.status == 200
-            assert (await response.json())["errors"] is False
-        async with http.get(f"{opensearch_url}/bulk-big/_count?") as response:
-            assert response.status == 200
-        await http.delete(f"{opensearch_url}/bulk-big")
+        try:
+            async with http.post(f"{bridge}/_bulk", data=payload, headers=NDJSON) as response:
+                assert response.status == 200
+                assert (await response.json())["errors"] is False
+            async with http.get(f"{opensearch_url}/{BULK}/_count?") as response:
+                assert response.status == 200
+        finally:
+            await delete_indices(http, opensearch_url, BULK)
 
 
 json_values = st.recursive(

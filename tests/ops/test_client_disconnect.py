@@ -13,11 +13,11 @@ from bridge.config import Settings
 from bridge.scoring.local import LocalScorer
 from bridge.scoring.settings import ModelSettings
 from tests.bridge_server import running_bridge
-from tests.indices import create_index
+from tests.indices import create_index, delete_indices, scratch_name
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
-INDEX = "rr-disconnect"
+INDEX = scratch_name("rr-disconnect")
 WINDOW = 400
 
 
@@ -62,4 +62,4 @@ async def test_disconnect_drops_pairs_and_leaks_nothing(opensearch_url: str, sha
                     assert response.headers["X-Rerank"] == "applied; model=minilm; window=5"
     finally:
         async with aiohttp.ClientSession() as http:
-            await http.delete(f"{opensearch_url}/{INDEX}")
+            await delete_indices(http, opensearch_url, INDEX)

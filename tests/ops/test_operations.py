@@ -55,7 +55,12 @@ async def test_health_ready_and_metrics(slow_engine: str) -> None:
             assert response.status == 200 and (await response.json())["status"] == "ok"
         async with http.get(url + "/_bridge/ready") as response:
             assert response.status == 200
-            assert await response.json() == {"status": "ready", "models_loaded": True, "upstream": True}
+            assert await response.json() == {
+                "status": "ready",
+                "models_loaded": True,
+                "upstream": True,
+                "upstream_pool": True,
+            }
         for _ in range(3):
             async with http.post(url + "/books/_search", json={"query": {"match_all": {}}}) as response:
                 assert response.status == 200

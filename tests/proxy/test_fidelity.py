@@ -1,7 +1,7 @@
 """Putting the bridge between a client and the real engine changes nothing for requests it does not rerank.
 
-Each case runs twice in the same order: straight to the engine on indices named ``fd-*`` and through the bridge on
-the mirror indices ``fb-*``; answers must agree after the index prefix is normalised.
+Each case runs twice in the same order: straight to the engine on indices named ``rbtest-<run>-fd-*`` and through
+the bridge on the mirror indices ``rbtest-<run>-fb-*``; answers must agree after the index prefix is normalised.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pytest
 
 from bridge.config import Settings
 from tests.bridge_server import running_bridge
+from tests.indices import delete_indices, scratch_name
 
 pytestmark = pytest.mark.engine
 
@@ -259,25 +260,31 @@ async def bridge_url(opensearch_url: str) -> AsyncIterator[str]:
         yield url
 
 
+DIRECT, BRIDGED = scratch_name("fd"), scratch_name("fb")  # same length: _cat columns line up alike
+
+
 async def test_requests_answer_the_same_through_the_bridge(opensearch_url: str, bridge_url: str) -> None:
     mismatches = []
     async with aiohttp.ClientSession(auto_decompress=False) as session:
-        for case in CASES:
-            direct = await send(session, opensearch_url, case, "fd")
-            bridged = await send(session, bridge_url, case, "fb")
-            if direct.status != bridged.status:
-                mismatches.append(f"{case.name}: status {direct.status} != {bridged.status}")
-                continue
-            for header in COMPARED_HEADERS:
-                if direct.headers.get(header) != bridged.headers.get(header):
+        try:
+            for case in CASES:
+                direct = await send(session, opensearch_url, case, DIRECT)
+                bridged = await send(session, bridge_url, case, BRIDGED)
+                if direct.status != bridged.status:
+                    mismatches.append(f"{case.name}: status {direct.status} != {bridged.status}")
+                    continue
+                for header in COMPARED_HEADERS:
+                    if direct.headers.get(header) != bridged.headers.get(header):
+                        mismatches.append(
+                            f"{case.name}: header {header} {direct.headers.get(header)!r} != "
+                            f"{bridged.headers.get(header)!r}"
+                        )
+                if case.compare_body and normalised(direct, DIRECT) != normalised(bridged, BRIDGED):
                     mismatches.append(
-                        f"{case.name}: header {header} {direct.headers.get(header)!r} != "
-                        f"{bridged.headers.get(header)!r}"
+                        f"{case.name}: body\n  direct {normalised(direct, DIRECT)[:300]!r}\n"
+                        f"  bridge {normalised(bridged, BRIDGED)[:300]!r}"
                     )
-            if case.compare_body and normalised(direct, "fd") != normalised(bridged, "fb"):
-                mismatches.append(
-                    f"{case.name}: body\n  direct {normalised(direct, 'fd')[:300]!r}\n"
-                    f"  bridge {normalised(bridged, 'fb')[:300]!r}"
-                )
+        finally:
+            await delete_indices(session, opensearch_url, f"{DIRECT}-books", f"{BRIDGED}-books")
     assert len(CASES) >= 40
     assert not mismatches, "\n".join(mismatches)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from bridge.server.http1 import HIGH_WATER, ConnectionPool, EngineDisconnected, EngineTimeout
+from bridge.server.http1 import HIGH_WATER, ConnectionPool, EngineDisconnected, EngineTimeout, PoolTimeout
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -342,3 +342,71 @@ async def test_a_slow_upload_is_not_the_engines_silence() -> None:
         response = await pool.send("POST", "/_bulk", {}, trickle())
         assert await response.read() == b"600"
         response.close()
+
+
+async def test_unsolicited_bytes_on_an_idle_connection_never_reach_the_next_request() -> None:
+    """An engine (or middlebox) that writes on an idle keep-alive connection: the bytes are nobody's answer."""
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head, _ = await read_request(reader, seen)
+            writer.write(answer(head[0].split()[1].encode()))
+            await writer.drain()
+            if head[0].startswith("GET /first"):
+                await asyncio.sleep(0.05)
+                writer.write(answer(b"stray"))  # after the answer, unasked
+
+    async with scripted(script) as (pool, seen):
+        assert await get(pool, "/first") == b"/first"
+        await asyncio.sleep(0.2)
+        assert await get(pool, "/second") == b"/second"
+        assert await get(pool, "/third") == b"/third"
+    assert seen.connections == 2  # the connection that carried the stray answer was dropped, not reused
+
+
+async def test_a_busy_pool_refuses_after_its_deadline_instead_of_queueing_forever() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head, _ = await read_request(reader, seen)
+            if head[0].startswith("GET /hold"):
+                await asyncio.sleep(3)
+            writer.write(answer(b"ok"))
+
+    async with scripted(script) as (pool, seen):
+        pool.pool_timeout = 0.3
+        holders = [asyncio.create_task(get(pool, "/hold")) for _ in range(pool.limit)]
+        await asyncio.sleep(0.1)
+        assert pool.in_use == pool.limit and not pool.saturated
+        started = time.monotonic()
+        waiter = asyncio.create_task(get(pool, "/queued"))
+        await asyncio.sleep(0.1)
+        assert pool.saturated and pool.waiting == 1
+        with pytest.raises(PoolTimeout):
+            await waiter
+        assert 0.25 < time.monotonic() - started < 1.5
+        assert pool.waiting == 0 and not pool.saturated
+        for holder in holders:
+            holder.cancel()
+        await asyncio.gather(*holders, return_exceptions=True)
+        assert pool.in_use == 0
+        assert await get(pool, "/after") == b"ok"  # the slots came back
+
+
+async def test_an_upload_that_stops_flowing_is_bounded_by_the_read_timeout() -> None:
+    """A body that stops mid-way (the client went quiet): the engine's read timeout (0.5 s) applies again."""
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        await asyncio.sleep(5)
+
+    async def stalls() -> AsyncIterator[bytes]:
+        yield b"z" * 100
+        await asyncio.sleep(30)
+        yield b"never"
+
+    async with scripted(script) as (pool, _):
+        started = time.monotonic()
+        with pytest.raises(EngineTimeout):
+            await pool.send("POST", "/_bulk", {"Content-Length": "105"}, stalls())
+        assert time.monotonic() - started < 2
+        assert pool.in_use == 0

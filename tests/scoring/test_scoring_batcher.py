@@ -7,7 +7,7 @@ import asyncio
 import itertools
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
 
@@ -36,7 +36,9 @@ class Engine:
         self.inside = 0  # batches running right now
         self._ids = itertools.count()
 
-    def encode(self, query: str, passages: Sequence[str]) -> list[Encoded]:
+    def encode(
+        self, query: str, passages: Sequence[str], should_stop: Callable[[], bool] | None = None
+    ) -> list[Encoded]:
         if query == "untokenisable":
             raise ValueError("bad input")
         items = []

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from bridge.scoring import ModelConfigError, ModelSettings, RemoteSettings, ScoringError
-from bridge.scoring.remote import RemoteScorer
+from bridge.scoring.remote import REMOTE_TEXT_CHARS, RemoteScorer
 
 
 def raw_score(text: str) -> float:
@@ -221,3 +221,13 @@ async def test_start_warms_up_and_tolerates_a_dead_server(tei, caplog):
     await dead.start()  # logs, does not raise: the server may come up later
     await dead.close()
     assert "did not answer the warm-up call" in caplog.text
+
+
+async def test_huge_texts_and_lone_surrogates_are_bounded_before_sending(tei, make):
+    scorer = await make()
+    huge = "berlin people live " * 60_000  # 1.1 MB
+    scores = await scorer.score(huge + "\ud800", [huge, "paris \udfff", "ok"])
+    assert len(scores) == 3
+    (call,) = tei.calls
+    assert 0 < len(call["query"]) <= REMOTE_TEXT_CHARS and huge.startswith(call["query"])
+    assert len(call["texts"][0]) <= REMOTE_TEXT_CHARS and call["texts"][1:] == ["paris \ufffd", "ok"]

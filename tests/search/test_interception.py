@@ -16,7 +16,7 @@ import pytest
 from bridge.config import Settings
 from bridge.scoring.base import ScoringError
 from tests.bridge_server import running_bridge
-from tests.indices import create_index
+from tests.indices import create_index, delete_indices, scratch_name
 
 pytestmark = pytest.mark.engine
 
@@ -24,8 +24,9 @@ WORDS = (
     "wind flow pressure wing shock heat boundary layer laminar turbulent supersonic nozzle drag lift "
     "vortex plate cylinder jet mach number stream"
 ).split()
-RULED = "rr-docs"
-PLAIN = "plain-docs"
+RULED = scratch_name("rr-docs")
+PLAIN = scratch_name("plain-docs")
+RULED_PATTERN = scratch_name("rr-*")
 
 
 def documents(count: int, seed: int) -> list[dict[str, Any]]:
@@ -58,7 +59,7 @@ def settings_for(opensearch_url: str, model: Path, **rule: Any) -> Settings:
     return Settings(
         upstream={"url": opensearch_url},
         models={"tiny": {"source": str(model), "dtype": "float32", "max_wait_ms": 1}},
-        rules=[{"indices": ["rr-*"], "fields": ["title", "text"], "window": 50, "model": "tiny", **rule}],
+        rules=[{"indices": [RULED_PATTERN], "fields": ["title", "text"], "window": 50, "model": "tiny", **rule}],
     )
 
 
@@ -67,9 +68,10 @@ async def indices(opensearch_url: str) -> AsyncIterator[None]:
     async with aiohttp.ClientSession() as http:
         await create_index(http, opensearch_url, RULED, documents(120, 1), ENGLISH_MAPPINGS)
         await create_index(http, opensearch_url, PLAIN, documents(40, 2), ENGLISH_MAPPINGS)
-        yield
-        await http.delete(f"{opensearch_url}/{RULED}")
-        await http.delete(f"{opensearch_url}/{PLAIN}")
+        try:
+            yield
+        finally:
+            await delete_indices(http, opensearch_url, RULED, PLAIN)
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +122,7 @@ async def test_hits_beyond_the_window_keep_engine_order(bridge: str, opensearch_
         assert set(ids(bridged)[:5]) <= set(ids(direct)[:50])
         _, deep, headers = await search(http, bridge, RULED, {"query": QUERY, "size": 10, "from": 60})
         assert ids(deep) == ids(direct)[60:70]
-        assert "X-Rerank" not in headers
+        assert headers["X-Rerank"] == "skipped; reason=beyond_window"
 
 
 def shape(value: Any) -> Any:
@@ -266,7 +268,7 @@ async def test_msearch_answers_item_for_item(bridge: str, opensearch_url: str) -
     items = [
         ({"index": RULED}, {"query": QUERY, "size": 50}),  # reranked
         ({"index": PLAIN}, {"query": QUERY, "size": 5}),  # no rule: engine's answer
-        ({"index": "rr-missing"}, {"query": QUERY}),  # engine error item
+        ({"index": scratch_name("rr-missing")}, {"query": QUERY}),  # engine error item
         ({"index": RULED}, {"query": QUERY, "size": 5, "ext": {"rerank": False}}),  # opted out
         ({"index": RULED}, {"query": {"match": {"year": "not a number"}}}),  # engine error for this item only
     ]
@@ -297,14 +299,25 @@ async def test_msearch_answers_item_for_item(bridge: str, opensearch_url: str) -
         assert b[i] == d[i]
 
 
-async def test_search_templates_are_reranked(bridge: str, opensearch_url: str) -> None:
+async def test_search_templates_are_reranked(
+    bridge: str, opensearch_url: str, request: pytest.FixtureRequest
+) -> None:
     from opensearchpy import OpenSearch
 
     from bridge.templates import DEFAULT_DIRECTORY, install, load_templates
 
-    install(OpenSearch(hosts=[opensearch_url]), load_templates(DEFAULT_DIRECTORY))
+    # The project's templates under this run's names: a cluster's own rerank-match is never overwritten.
+    client = OpenSearch(hosts=[opensearch_url])
+    templates = {scratch_name(name): body for name, body in load_templates(DEFAULT_DIRECTORY).items()}
+    install(client, templates)
+
+    def remove_templates() -> None:
+        for name in templates:
+            client.delete_script(id=name)
+
+    request.addfinalizer(remove_templates)
     params = {"query_text": "wind flow boundary layer", "field": "text", "size": 10}
-    stored = {"id": "rerank-match", "params": params}
+    stored = {"id": scratch_name("rerank-match"), "params": params}
     inline = {
         "source": {"size": "{{size}}", "query": {"match": {"text": "{{query_text}}"}}},
         "params": params,
@@ -413,7 +426,7 @@ async def test_a_full_queue_fails_open_or_rejects(
     settings = Settings(
         upstream={"url": opensearch_url},
         models={"tiny": {"source": str(tiny_model), "dtype": "float32", "max_queue_pairs": 5}},
-        rules=[{"indices": ["rr-*"], "fields": ["title", "text"], "window": 50}],
+        rules=[{"indices": [RULED_PATTERN], "fields": ["title", "text"], "window": 50}],
         limits={"over_limit": over_limit},
     )
     async with running_bridge(settings) as url, aiohttp.ClientSession() as http:
@@ -431,7 +444,7 @@ async def test_search_deadline_is_a_504(opensearch_url: str, tiny_model: Path, i
     settings = Settings(
         upstream={"url": opensearch_url},
         models={"tiny": {"source": "unused"}},
-        rules=[{"indices": ["rr-*"], "fields": ["title", "text"], "window": 50, "timeout_ms": 60000}],
+        rules=[{"indices": [RULED_PATTERN], "fields": ["title", "text"], "window": 50, "timeout_ms": 60000}],
         limits={"search_deadline_s": 0.3},
     )
     async with (
@@ -441,3 +454,22 @@ async def test_search_deadline_is_a_504(opensearch_url: str, tiny_model: Path, i
         got, answer, _ = await search(http, url, RULED, {"query": QUERY})
     assert got == 504
     assert answer["error"]["type"] == "search_deadline_exceeded_exception" and answer["status"] == 504
+
+
+async def test_a_large_unruled_answer_streams_byte_for_byte_and_says_why_it_was_not_reranked(
+    bridge: str, opensearch_url: str
+) -> None:
+    big = scratch_name("plain-big")
+    async with aiohttp.ClientSession() as http:
+        await create_index(http, opensearch_url, big, [{"text": f"doc {i} " + "x" * 20_000} for i in range(20)])
+        try:
+            body = {"query": {"match_all": {}}, "size": 20}
+            async with http.post(f"{opensearch_url}/{big}/_search", json=body) as response:
+                direct = _strip_took(await response.read())
+            async with http.post(f"{bridge}/{big}/_search", json=body) as response:
+                assert response.headers["X-Rerank"] == "skipped; reason=no_rule"
+                bridged = _strip_took(await response.read())
+        finally:
+            await delete_indices(http, opensearch_url, big)
+    assert len(direct) > 256 * 1024  # past the relay's one-read size: streamed
+    assert bridged == direct

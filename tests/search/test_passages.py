@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -131,3 +132,29 @@ _JSON = st.recursive(
 def test_never_raises(source: Any, fields: Any, paths: list[str]) -> None:
     out = passage_text({"_source": source, "fields": fields}, paths, "\n")
     assert isinstance(out, str)
+
+
+def test_a_stored_lone_surrogate_gives_a_passage_a_tokenizer_takes() -> None:
+    # A document stored as {"title": "a \ud800 b"} comes back with that escape: one such document must not
+    # make the tokenizer (which refuses unpaired surrogates) fail the whole page.
+    text = passage_text(
+        hit({"title": "a \ud800 b", "body": {"text": "\udc00x\U0001f600"}}), ["title", "body.text"], "\n"
+    )
+    assert text == "a \ufffd b\n\ufffdx\U0001f600"
+    text.encode()
+    assert passage_text(hit(fields={"title": ["\ud800"]}), ["title"], " ") == "\ufffd"
+
+
+def test_lone_surrogates_reach_a_fast_tokenizer_as_text_it_takes(tiny_model: Path) -> None:
+    # Rust tokenizers raise "TextInputSequence must be str" on an unpaired surrogate: one poisoned document
+    # would fail every page it is on.
+    from transformers import AutoTokenizer
+
+    from bridge.search.query_text import extract_query_text
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    query = extract_query_text({"match": {"title": "wind \udc00"}})
+    passage = passage_text(hit({"title": "wind \ud800 flow"}), ["title"], "\n")
+    assert query is not None
+    encoded = tokenizer([query], [passage])
+    assert len(encoded["input_ids"][0]) > 4

@@ -206,3 +206,141 @@ def test_search_endpoints(method: str, path: str, api: SearchAPI, index: str | N
 )
 def test_not_search_endpoints(method: str, path: str) -> None:
     assert classify(method, path) is None
+
+
+# --- paging the engine refuses (or may): never reranked, never an OverflowError -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "query"),
+    [
+        ({"size": None}, ""),  # the engine: "Unknown key for a VALUE_NULL in [size]."
+        ({"from": None}, ""),
+        ({"size": float("inf")}, ""),  # what 1e400 reads as: "out of range of int"
+        ({"from": float("-inf")}, ""),
+        ({"size": float("nan")}, ""),
+        ({"size": 2**31}, ""),
+        ({"size": 2147483647.5}, ""),
+        ({"size": True}, ""),
+        ({"size": [3]}, ""),
+        ({"size": {}}, ""),
+        ({"size": "x"}, ""),
+        ({"size": "1e400"}, ""),
+        ({"size": -1}, ""),
+        ({"from": -1}, ""),
+        ({}, "size=Infinity"),
+        ({}, "size=1e400"),
+        ({}, "size=99999999999"),
+        ({}, "size=3.0"),
+        ({}, "size="),
+        ({}, "size=+3"),  # a space once decoded: Integer.parseInt refuses " 3"
+        ({}, "from=-1"),
+        ({"size": None}, "size=3"),  # the engine parses (and refuses) the body even when the URL overrides it
+    ],
+)
+def test_paging_the_engine_may_refuse_is_left_to_the_engine(body: dict[str, Any], query: str) -> None:
+    decided = plan("docs-1", {"query": MATCH, **body}, query)
+    assert isinstance(decided, Skip) and decided.reason == "invalid_paging"
+    assert decided.body is not None and decided.body.items() >= body.items()  # sent on as the client wrote it
+
+
+@pytest.mark.parametrize(
+    ("body", "query", "offset", "size"),
+    [
+        ({"size": 1.9}, "", 0, 1),  # the engine truncates toward zero
+        ({"size": "3"}, "", 0, 3),
+        ({"size": " 3 "}, "", 0, 3),
+        ({"size": "3.5", "from": "+2"}, "", 2, 3),
+        ({"size": "1e1"}, "", 0, 10),
+        ({"size": 2.0, "from": 1.5}, "", 1, 2),
+        ({"size": 7}, "size=4&from=%2B3", 3, 4),  # the URL wins; Integer.parseInt takes "+3"
+        ({}, "size=3&size=2", 0, 2),  # the last one counts, as in the engine
+    ],
+)
+def test_paging_is_read_as_the_engine_reads_it(
+    body: dict[str, Any], query: str, offset: int, size: int
+) -> None:
+    decided = plan("docs-1", {"query": MATCH, **body}, query)
+    assert isinstance(decided, Plan)
+    assert (decided.offset, decided.size) == (offset, size)
+    assert decided.upstream_body["from"] == 0 and decided.upstream_body["size"] == max(50, offset + size)
+
+
+def test_lone_surrogates_in_the_query_text_are_made_tokenizable() -> None:
+    for body in (
+        {"query": {"match": {"title": "jet \ud800 noise"}}},
+        {"query": {"match_all": {}}, "ext": {"rerank": {"query_text": "jet \udc00 noise"}}},
+    ):
+        decided = plan("docs-1", body)
+        assert isinstance(decided, Plan)
+        assert decided.query_text == "jet \ufffd noise"
+        decided.query_text.encode()
+
+
+# --- which paths are searches ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "api"),
+    [
+        ("/_all/_search", SearchAPI.SEARCH),
+        ("/_all/_msearch", SearchAPI.MSEARCH),
+        ("/_all/_search/template", SearchAPI.SEARCH_TEMPLATE),
+        ("/_all/_msearch/template?x=1", SearchAPI.MSEARCH_TEMPLATE),
+        ("/%5Fall/_search", SearchAPI.SEARCH),
+    ],
+)
+def test_all_is_searched_cluster_wide_like_the_bare_search(path: str, api: SearchAPI) -> None:
+    endpoint = classify("POST", path)
+    assert endpoint is not None and endpoint.api is api
+    assert endpoint.index is None  # the rules see a cluster-wide search, as for /_search
+    assert endpoint.path("_search") == "/" + path.split("/")[1] + "/_search"  # the engine still gets _all
+
+
+def test_trailing_slashes_are_routed_as_without_them() -> None:
+    for path in ("/docs/_search/", "/docs/_search//", "/docs/_msearch/"):
+        endpoint = classify("POST", path)
+        assert endpoint is not None and endpoint.index == "docs"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "//docs/_search",  # OpenSearch: 400 "no handler found for uri [/_search]"
+        "//docs/_msearch",
+        "//_search",
+        "/docs//_search",  # 400 "no handler found"
+        "/docs//_msearch",
+        "/_ALL/_search",  # 400 invalid_index_name_exception
+        "/_all,docs/_search",
+        "/%5Fcat/_search",
+    ],
+)
+def test_paths_the_engine_does_not_route_as_a_search_are_left_to_it(path: str) -> None:
+    assert classify("POST", path) is None
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        None,  # the engine: "Unknown key for a VALUE_NULL in [_source]."
+        5,
+        {"includes": "title", "excludes": None},
+        {"includes": ["title", None]},
+        {"includes": 5},
+        {"includes": {"a": 1}},
+        {"foo": ["x"]},
+        [None],
+    ],
+)
+def test_a_source_the_engine_may_refuse_is_not_widened_but_left_to_it(source: Any) -> None:
+    decided = plan("docs-1", {"query": MATCH, "_source": source})
+    assert isinstance(decided, Skip) and decided.reason == "invalid_source"
+    assert decided.body is not None and decided.body["_source"] == source
+
+
+@pytest.mark.parametrize(
+    "source", [True, False, "title", ["title"], [], {}, {"includes": []}, {"include": "a", "exclude": ["b"]}]
+)
+def test_a_source_the_engine_takes_is_planned(source: Any) -> None:
+    assert isinstance(plan("docs-1", {"query": MATCH, "_source": source}), Plan)

@@ -420,3 +420,15 @@ def test_dashboards_requests() -> None:
         if uri_q:
             assert query_text_from_uri(uri_q[0]) is not None
     assert seen == EXPECTED_FROM_DASHBOARDS
+
+
+def test_lone_surrogates_in_query_text_become_replacement_characters() -> None:
+    # {"match": {"title": "usb \ud800 charger"}} as the engine accepts it: a tokenizer must be able to take it.
+    assert extract_query_text({"match": {"title": "usb \ud800 charger"}}) == "usb \ufffd charger"
+    assert extract_query_text({"multi_match": {"query": "\udc00x"}}) == "\ufffdx"
+    assert query_text_from_uri("title:usb \ud800") == "usb \ufffd"
+    text = extract_query_text(
+        {"bool": {"must": [{"match": {"t": "a\ud83d"}}, {"match": {"t": "\U0001f600"}}]}}
+    )
+    assert text == "a\ufffd \U0001f600"  # a real astral character is kept
+    assert text is not None and text.encode()

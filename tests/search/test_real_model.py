@@ -15,11 +15,11 @@ import pytest
 
 from bridge.config import Settings
 from tests.bridge_server import running_bridge
-from tests.indices import create_index
+from tests.indices import create_index, delete_indices, scratch_name
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
-INDEX = "rr-cranfield"
+INDEX = scratch_name("rr-cranfield")
 WINDOW = 30
 
 
@@ -34,8 +34,10 @@ async def cranfield(opensearch_url: str, shared_dir: Path) -> AsyncIterator[list
         await create_index(
             http, opensearch_url, INDEX, docs, {"properties": {"title": english, "text": english}}
         )
-        yield queries
-        await http.delete(f"{opensearch_url}/{INDEX}")
+        try:
+            yield queries
+        finally:
+            await delete_indices(http, opensearch_url, INDEX)
 
 
 def model_scores(model_dir: Path, query: str, passages: list[str]) -> list[float]:
