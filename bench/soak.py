@@ -47,7 +47,7 @@ async def prepare(url: str) -> None:
 
     async with aiohttp.ClientSession() as http:
         for index, count in ((RULED, 400), (PLAIN, 200)):
-            await create_index(http, url, index, [doc(i) for i in range(count)])
+            await create_index(http, url, index, [doc(i) for i in range(count)], replace=True)
 
 
 def request_for(i: int) -> tuple[str, str, str, bytes | None, dict[str, str]]:

@@ -10,9 +10,9 @@
 #        Nothing else is published for 8.x: no lang-mustache (no search
 #        templates), no analysis-common (no `english` analyzer), no rest-root
 #        (`GET /` answers 405), no painless.
-#   7.x  the OSS build with only transport-netty4; lang-mustache is added from
-#        Maven Central (org.elasticsearch.plugin:lang-mustache-client), so search
-#        templates work. No analysis-common, no painless.
+#   7.x  the OSS build with only transport-netty4; lang-mustache and parent-join are
+#        added from Maven Central (org.elasticsearch.plugin:*-client), so search
+#        templates and `join` fields work. No analysis-common, no painless.
 #
 # Usage: scripts/elasticsearch.sh {start|stop|wipe|url|status}
 #   start   download once (cached), start the node, wait until yellow, print URL
@@ -34,6 +34,8 @@
 #                            "Setting a Security Manager is not supported", 8.17 refuses
 #                            "cannot run with JDK 24+".
 #   XDG_CACHE_HOME           download cache lives in $XDG_CACHE_HOME/rerank-bridge/elasticsearch
+#   RERANK_BRIDGE_LAUNCHED_FILE  when set, `start` writes the URL into this file only if it launched the
+#                         node itself (not when it found one running): who started it stops it
 #
 # stdout carries only the URL (for `url=$(scripts/elasticsearch.sh start)`);
 # progress and errors go to stderr.
@@ -63,6 +65,7 @@ case "$ES_MAJOR" in
     # folder | Maven artifactId (group org.elasticsearch.plugin) | plugin class | extended plugins | description
     MODULES="
 lang-mustache|lang-mustache-client|org.elasticsearch.script.mustache.MustachePlugin||Mustache scripting integration for Elasticsearch
+parent-join|parent-join-client|org.elasticsearch.join.ParentJoinPlugin||This module adds the support parent-child queries and aggregations
 "
     ;;
 8)

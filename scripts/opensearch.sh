@@ -25,6 +25,8 @@
 #   OPENSEARCH_RUN_ROOT   where run dirs live (default /tmp/rerank-bridge-opensearch)
 #   OPENSEARCH_JAVA_HOME / JAVA_HOME  JDK to run with (Java 11..21; falls back to 17)
 #   XDG_CACHE_HOME        download cache lives in $XDG_CACHE_HOME/rerank-bridge/opensearch
+#   RERANK_BRIDGE_LAUNCHED_FILE  when set, `start` writes the URL into this file only if it launched the
+#                         node itself (not when it found one running): who started it stops it
 #
 # stdout carries only the URL (for `url=$(scripts/opensearch.sh start)`);
 # progress and errors go to stderr.

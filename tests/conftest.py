@@ -16,15 +16,19 @@ SHARED = REPO.parent / "shared"
 
 @pytest.fixture(scope="session")
 def opensearch_url() -> Iterator[str]:
-    """The real engine: OPENSEARCH_URL, else testcontainers, else scripts/opensearch.sh."""
-    if os.environ.get("OPENSEARCH_URL"):
-        yield os.environ["OPENSEARCH_URL"].rstrip("/")
-        return
-    from tests.engine import ensure_opensearch, stop_opensearch_if_started
+    """The real engine: OPENSEARCH_URL, else testcontainers, else scripts/opensearch.sh. At the end, whatever
+    this run's tests left behind (indices named ``scratch_name(...)``) is removed; nothing else is touched."""
+    from tests.engine import ensure_opensearch, remove_leftovers, stop_opensearch_if_started
 
+    if os.environ.get("OPENSEARCH_URL"):
+        url = os.environ["OPENSEARCH_URL"].rstrip("/")
+        yield url
+        remove_leftovers(url)
+        return
     url = ensure_opensearch()
     os.environ["OPENSEARCH_URL"] = url
     yield url
+    remove_leftovers(url)
     stop_opensearch_if_started()
 
 

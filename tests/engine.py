@@ -121,38 +121,61 @@ def _start_container() -> str | None:
     return f"http://{config['host']}:{config['port']}"
 
 
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(
-            f"{url}/_cluster/health?wait_for_status=yellow&timeout=1s", timeout=5
-        ) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
+def start_with_script(script: Path) -> tuple[str, bool]:
+    """``script start`` (scripts/opensearch.sh or scripts/elasticsearch.sh): the engine's URL, and whether this
+    call launched the node — only then may the caller stop it (a node found running, or one another session
+    launched while we waited on the script's lock, belongs to someone else)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        launched = Path(folder) / "launched"
+        done = subprocess.run(
+            [str(script), "start"],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO_ROOT,
+            env={**os.environ, "RERANK_BRIDGE_LAUNCHED_FILE": str(launched)},
+            check=False,
+        )  # stderr (progress, log tail on failure) goes straight to the terminal
+        ours = launched.is_file() and launched.stat().st_size > 0
+    if done.returncode != 0:
+        raise RuntimeError(f"{script} start failed with exit code {done.returncode}; see its output above")
+    lines = done.stdout.strip().splitlines()
+    if not lines:
+        raise RuntimeError(f"{script} start printed no URL")
+    return lines[-1].rstrip("/"), ours
 
 
 def _start_with_script() -> str:
     """Run scripts/opensearch.sh start; remember whether the engine is ours."""
     global _script_started
-    url = subprocess.run(
-        [str(SCRIPT), "url"], check=True, capture_output=True, text=True, cwd=REPO_ROOT
-    ).stdout.strip()
-    already_running = _healthy(url)
-    done = subprocess.run(
-        [str(SCRIPT), "start"],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO_ROOT,
-        check=False,
-    )  # stderr (progress, log tail on failure) goes straight to the terminal
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"{SCRIPT} start failed with exit code {done.returncode}; see its output above"
-        )
-    lines = done.stdout.strip().splitlines()
-    if not already_running:
-        _script_started = True
-    return lines[-1].rstrip("/") if lines else url
+    url, _script_started = start_with_script(SCRIPT)
+    return url
+
+
+def remove_leftovers(url: str) -> list[str]:
+    """Delete the indices this test run created and did not remove (a test that failed half-way), by exact
+    name; returns their names. Only ``rbtest-<this run>-*`` and ``.kibana_rbtest_<this run>``: never anything
+    the engine held before, nor another run's."""
+    import json
+
+    from tests.indices import RUN_ID, TEST_PREFIX
+
+    pattern = f"{TEST_PREFIX}-{RUN_ID}-*,.kibana_{TEST_PREFIX}_{RUN_ID}*"  # wildcards: none is no error
+    try:
+        with urllib.request.urlopen(
+            f"{url}/_cat/indices/{pattern}?format=json&h=index&expand_wildcards=all", timeout=10
+        ) as resp:
+            names = sorted(row["index"] for row in json.load(resp))
+        for name in names:
+            request = urllib.request.Request(f"{url}/{name}", method="DELETE")
+            urllib.request.urlopen(request, timeout=30).close()
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        _warn(f"could not remove this run's leftover indices: {error}")
+        return []
+    if names:
+        _warn(f"removed indices this run left behind: {', '.join(names)}")
+    return names
 
 
 def _warn(message: str) -> None:

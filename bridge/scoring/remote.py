@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from bridge.scoring.base import GuardedObserver, ModelConfigError, ScoringError, ScoringObserver
 from bridge.scoring.cache import ScoreCache, score_through_cache
@@ -86,6 +87,8 @@ class RemoteScorer:
         self._url = str(self.remote.url).rstrip("/")
         if not self._url.endswith("/rerank"):
             self._url += "/rerank"
+        # What logs and errors name: the URL without any user:password it may carry.
+        self._where = str(URL(self._url).with_user(None))
         retries = self.remote.retries
         self._deadline = self.remote.deadline_s or self.remote.timeout_s * (retries + 1)
         self._observer: ScoringObserver = GuardedObserver(observer)
@@ -102,10 +105,10 @@ class RemoteScorer:
         if self.settings.warmup:
             try:
                 await self._score_texts("warm-up", ["warm-up"], time.monotonic() + self.remote.timeout_s)
-                log.info("scorer %s: remote %s answers", self.name, self._url)
+                log.info("scorer %s: remote %s answers", self.name, self._where)
             except ScoringError as exc:
                 log.warning(
-                    "scorer %s: remote %s did not answer the warm-up call: %s", self.name, self._url, exc
+                    "scorer %s: remote %s did not answer the warm-up call: %s", self.name, self._where, exc
                 )
 
     async def score(self, query: str, passages: Sequence[str]) -> list[float]:
@@ -146,7 +149,7 @@ class RemoteScorer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ScoringError(
-                    f"scorer {self.name}: no time left for {self._url} (deadline {self._deadline} s)"
+                    f"scorer {self.name}: no time left for {self._where} (deadline {self._deadline} s)"
                 )
             try:
                 return await self._call(query, texts, min(self.remote.timeout_s, remaining))
@@ -155,7 +158,7 @@ class RemoteScorer:
                 wait = max(delay, exc.retry_after or 0.0)
                 if attempt > self.remote.retries or time.monotonic() + wait >= deadline:
                     raise ScoringError(
-                        f"scorer {self.name}: {self._url} failed after {attempt} tries: {exc}"
+                        f"scorer {self.name}: {self._where} failed after {attempt} tries: {exc}"
                     ) from exc.__cause__ or exc
                 log.warning("scorer %s: %s (try %d), retrying in %.2f s", self.name, exc, attempt, wait)
                 await asyncio.sleep(wait)
@@ -179,20 +182,20 @@ class RemoteScorer:
                     raise _Retryable(_error_message(response.status, body), _retry_after(response.headers))
                 if response.status >= 400:
                     raise ScoringError(
-                        f"scorer {self.name}: {self._url} refused: {_error_message(response.status, body)}"
+                        f"scorer {self.name}: {self._where} refused: {_error_message(response.status, body)}"
                     )
                 data = await response.json(content_type=None)
         except aiohttp.ConnectionTimeoutError as exc:
-            raise _Retryable(f"connecting to {self._url} timed out") from exc
+            raise _Retryable(f"connecting to {self._where} timed out") from exc
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             # The server may still be working on it; resending would only double its load.
             raise ScoringError(
-                f"scorer {self.name}: {self._url} did not answer within {seconds:.2f} s"
+                f"scorer {self.name}: {self._where} did not answer within {seconds:.2f} s"
             ) from exc
         except aiohttp.ClientConnectionError as exc:
-            raise _Retryable(f"cannot reach {self._url}: {exc}") from exc
+            raise _Retryable(f"cannot reach {self._where}: {exc}") from exc
         except (aiohttp.ClientError, ValueError) as exc:
-            raise ScoringError(f"scorer {self.name}: bad response from {self._url}: {exc}") from exc
+            raise ScoringError(f"scorer {self.name}: bad response from {self._where}: {exc}") from exc
         self._observer.batch_done(self.name, len(texts), 0, time.perf_counter() - started)
         return self._parse(data, len(texts))
 
@@ -206,7 +209,7 @@ class RemoteScorer:
                 scores[index] = float(entry["score"])
         except (TypeError, KeyError, ValueError) as exc:
             raise ScoringError(
-                f"scorer {self.name}: malformed /rerank response from {self._url}: {exc}"
+                f"scorer {self.name}: malformed /rerank response from {self._where}: {exc}"
             ) from exc
         result = [score for score in scores if score is not None]
         if len(result) != count:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
@@ -58,13 +58,17 @@ async def read_search_body(request: web.Request, limit: int, timeout_s: float) -
     return SearchBody(raw, raw, False) if text is None else SearchBody(raw, text, True)
 
 
-async def _read(request: web.Request, limit: int, timeout_s: float) -> bytes:
-    parts: list[bytes] = []
-    size = 0
+async def client_body(request: web.Request, timeout_s: float) -> AsyncIterator[bytes]:
+    """The request body as it arrives; a pause longer than ``timeout_s`` is the engine-shaped 408.
+
+    Without it a client that sends headers and then nothing holds its upstream connection (or its search) for
+    good. The relay streams it on; a search reads it whole.
+    """
+    content = request.content
     while True:
         try:
             async with asyncio.timeout(timeout_s):
-                chunk = await request.content.readany()
+                chunk = await content.readany()
         except TimeoutError as error:
             raise BridgeHTTPError(
                 408,
@@ -73,11 +77,19 @@ async def _read(request: web.Request, limit: int, timeout_s: float) -> bytes:
                 close=True,
             ) from error
         if not chunk:
-            return b"".join(parts)
+            return
+        yield chunk
+
+
+async def _read(request: web.Request, limit: int, timeout_s: float) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in client_body(request, timeout_s):
         size += len(chunk)
         if size > limit:
             raise too_large(f"search body of at least {size} bytes", limit, close=True)
         parts.append(chunk)
+    return b"".join(parts)
 
 
 async def inflate(raw: bytes, *, gzip: bool, limit: int) -> bytes | None:

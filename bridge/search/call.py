@@ -86,8 +86,7 @@ class SearchCall:
         if not refusal.relayable:
             # Too deep to send on: OpenSearch 2.19 dies of such bodies (StackOverflowError, the node exits) on
             # _search/template and on _search alike, so the refusal is the bridge's, in the engine's shape.
-            self.count("refused", refusal.kind)
-            self.request[decision_key] = {"outcome": "refused", "reason": refusal.kind}
+            self.decide("refused", refusal.kind)
             raise refusal.to_http_error()
         return await self.untouched("refused_body")
 
@@ -108,15 +107,13 @@ class SearchCall:
 
     async def untouched(self, reason: str) -> web.StreamResponse:
         """The client's own request to the engine, byte for byte, and the engine's answer."""
-        self.count("passthrough", reason)
-        self.request[decision_key] = {"outcome": "passthrough", "reason": reason}
+        self.decide("passthrough", reason)
         return await self.engine.relay(self.request, body=self.body.raw, add_headers=skipped_header(reason))
 
     async def skipped(self, decision: Skip, api_path: str | None = None) -> web.StreamResponse:
         """Not reranked by design: the request as the client sent it, less the bridge's own parameters."""
         outcome = "passthrough" if decision.reason == "no_rule" else "skipped"
-        self.count(outcome, decision.reason)
-        self.request[decision_key] = {"outcome": outcome, "reason": decision.reason}
+        self.decide(outcome, decision.reason)
         header = skipped_header(decision.reason)
         base = self.request.raw_path.partition("?")[0] if api_path is None else self.endpoint.path(api_path)
         target = base + decision.query.render()
@@ -135,8 +132,7 @@ class SearchCall:
 
     def engine_answer(self, reply: EngineReply, reason: str) -> web.Response:
         """The engine's own answer to what the bridge asked, as it is (its refusal, its 429, its 5xx)."""
-        self.count("passthrough", reason)
-        self.request[decision_key] = {"outcome": "passthrough", "reason": reason, "status": reply.status}
+        self.decide("passthrough", reason, status=reply.status)
         response = web.Response(status=reply.status, body=reply.body)
         response.headers.extend(_without(reply.headers, _RESPONSE_DROP))
         response.headers.update(skipped_header(reason))
@@ -167,14 +163,23 @@ class SearchCall:
     # --- recording ----------------------------------------------------------------------------------------
 
     def record(self, outcome: Outcome) -> None:
-        self.count("reranked" if outcome.applied else "skipped", outcome.reason or "")
+        self.decide(
+            "reranked" if outcome.applied else "skipped",
+            outcome.reason or "",
+            model=outcome.model,
+            window=outcome.window,
+            upstream_ms=round(self.engine.elapsed_ms, 2),
+            rerank_ms=round(outcome.model_ms, 2),
+        )
+
+    def decide(self, outcome: str, reason: str, **details: Any) -> None:
+        """The one record of how this search was answered: the metric and the access log's fields."""
+        self.count(outcome, reason)
         self.request[decision_key] = {
-            "outcome": "reranked" if outcome.applied else "skipped",
-            "reason": outcome.reason,
-            "model": outcome.model,
-            "window": outcome.window,
-            "upstream_ms": round(self.engine.elapsed_ms, 2),
-            "rerank_ms": round(outcome.model_ms, 2),
+            "route": self.endpoint.route,
+            "outcome": outcome,
+            "reason": reason or None,
+            **details,
         }
 
     def count(self, outcome: str, reason: str) -> None:

@@ -49,7 +49,7 @@ class SearchInterceptor:
         if not wants_json and endpoint.api not in TEMPLATE_APIS:
             # YAML, CBOR or Smile answers stay the engine's; the body streams on unread.
             self.metrics.requests.labels(endpoint.route, "passthrough", "format").inc()
-            request[decision_key] = {"outcome": "passthrough", "reason": "format"}
+            request[decision_key] = {"route": endpoint.route, "outcome": "passthrough", "reason": "format"}
             return await self.engine.relay(request, add_headers=skipped_header("format"))
         body = await read_search_body(
             request, self.settings.limits.max_search_body_bytes, self.settings.server.client_body_timeout_s

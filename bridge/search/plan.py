@@ -234,7 +234,7 @@ def plan_search(
     text = scrub_surrogates(text)  # ext.rerank.query_text or a template parameter may hold a lone surrogate
 
     cap = min(rule.max_window if rule else settings.limits.max_window, settings.limits.max_window)
-    window = min(options.window or (rule.window if rule else 100), cap)
+    window = min(options.window or (rule.window if rule else None) or settings.default_window(model), cap)
     if offset >= window:
         # The page lies wholly past the reranked window, where the engine's order stands anyway.
         return skip("beyond_window")

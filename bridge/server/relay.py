@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from bridge.errors import BridgeHTTPError, ClientDisconnected
+from bridge.search.body import client_body
 from bridge.server.fidelity import record_headers
 from bridge.server.http1 import EngineDisconnected, EngineError
 from bridge.server.upstream import Upstream, end_to_end
@@ -35,28 +36,6 @@ _DEFAULT_TIMEOUTS = ClientTimeouts()
 
 def client_timeouts(request: web.Request) -> ClientTimeouts:
     return request.config_dict.get(client_timeouts_key, _DEFAULT_TIMEOUTS)
-
-
-async def client_body(request: web.Request, timeout_s: float) -> AsyncIterator[bytes]:
-    """The request body as it arrives; a pause longer than ``timeout_s`` is the engine-shaped 408.
-
-    Without it a client that sends headers and then nothing holds its upstream connection for good.
-    """
-    content = request.content
-    while True:
-        try:
-            async with asyncio.timeout(timeout_s):
-                chunk = await content.readany()
-        except TimeoutError as error:
-            raise BridgeHTTPError(
-                408,
-                "request_timeout_exception",
-                f"the request body did not arrive: nothing for {timeout_s}s",
-                close=True,
-            ) from error
-        if not chunk:
-            return
-        yield chunk
 
 
 async def relay(

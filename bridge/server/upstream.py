@@ -4,7 +4,6 @@ and failures turned into the engine-shaped 502/504 answers."""
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections.abc import AsyncIterable, Mapping
 from types import TracebackType
 
@@ -12,6 +11,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from bridge.config import UpstreamSettings
+from bridge.engine_access import authorization, ssl_context
 from bridge.errors import BridgeHTTPError
 from bridge.server.http1 import (
     ConnectFailed,
@@ -67,6 +67,7 @@ class Upstream:
         self.base = URL(str(settings.url).rstrip("/"))
         self._base_path = self.base.raw_path.rstrip("/")
         self._pool: ConnectionPool | None = None
+        self._authorization = authorization(settings)  # the same on every request: built once
 
     async def start(self) -> None:
         host = self.base.raw_host
@@ -77,7 +78,7 @@ class Upstream:
             host,
             port,
             host_header=self.base.host_port_subcomponent or host,
-            ssl_context=self._ssl_context() if self.base.scheme == "https" else None,
+            ssl_context=ssl_context(self.settings),
             limit=self.settings.max_connections,
             connect_timeout=self.settings.connect_timeout_s,
             read_timeout=self.settings.timeout_s,
@@ -88,11 +89,6 @@ class Upstream:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
-
-    def _ssl_context(self) -> ssl.SSLContext:
-        from bridge.engine_access import tls_context
-
-        return tls_context(self.settings)
 
     def pool_state(self) -> dict[str, int | bool]:
         """How busy the connection pool is, for ``/_bridge/health`` and ``/_bridge/ready``."""
@@ -112,9 +108,7 @@ class Upstream:
 
     def credentials(self) -> str | None:
         """The bridge's own Authorization value, used only when the client sends none."""
-        from bridge.engine_access import authorization
-
-        return authorization(self.settings)
+        return self._authorization
 
     def forward_headers(self, incoming: Mapping[str, str]) -> CIMultiDict[str]:
         """What the engine receives: the client's end-to-end headers; Host is the engine's own."""

@@ -416,11 +416,12 @@ run_launcher() {
         launch=(runuser -u "$ENGINE_USER" -- "${launch[@]}")
     fi
     NODE_LOG_OFFSET="$(stat -c %s "$RUN_DIR/logs/rerank-bridge.log" 2>/dev/null || echo 0)"
-    cd "$HOME_DIR"
-    # shellcheck disable=SC2093 # setsid -w stays the parent: its pid lives exactly as long as the node
+    local here="$PWD"
+    cd "$HOME_DIR" || die "cannot enter $HOME_DIR"
+    # setsid -w stays the parent when it must fork: its pid lives exactly as long as the node.
     setsid -w "${launch[@]}" >"$RUN_DIR/launcher.log" 2>&1 </dev/null {RUN_LOCK_FD}>&- &
     NODE_PID=$!
-    cd - >/dev/null
+    cd "$here" || die "cannot return to $here"
 }
 
 cmd_start() {
@@ -468,6 +469,9 @@ cmd_start() {
         sleep 0.5
     done
     log "healthy at $URL after $(elapsed_since "$t0")s"
+    if [ -n "${RERANK_BRIDGE_LAUNCHED_FILE:-}" ] && [ "$pid" = "$NODE_PID" ]; then
+        echo "$URL" >"$RERANK_BRIDGE_LAUNCHED_FILE" # this start launched the node: its caller owns it
+    fi
     echo "$URL"
 }
 

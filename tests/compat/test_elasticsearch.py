@@ -16,7 +16,6 @@ import os
 import random
 import re
 import subprocess
-import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -48,16 +47,6 @@ COMPAT8 = "application/vnd.elasticsearch+json; compatible-with=8"
 # ---------------------------------------------------------------- engine
 
 
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(
-            f"{url}/_cluster/health?wait_for_status=yellow&timeout=1s", timeout=5
-        ) as r:
-            return r.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 @pytest.fixture(scope="module")
 def es_url() -> Iterator[str]:
     """ELASTICSEARCH_URL, else scripts/elasticsearch.sh start (stopped afterwards if we started it)."""
@@ -65,14 +54,14 @@ def es_url() -> Iterator[str]:
     if given:
         yield given
         return
-    url = subprocess.run([str(SCRIPT), "url"], capture_output=True, text=True, check=True).stdout.strip()
-    ours = not _healthy(url)
-    done = subprocess.run([str(SCRIPT), "start"], stdout=subprocess.PIPE, text=True, check=False)
-    if done.returncode != 0:  # its stderr (the reason) went to the terminal
-        pytest.skip(f"{SCRIPT.name} start exited {done.returncode}: no Elasticsearch to test against")
-    lines = done.stdout.strip().splitlines()
+    from tests.engine import start_with_script
+
     try:
-        yield lines[-1].rstrip("/") if lines else url
+        url, ours = start_with_script(SCRIPT)  # ours: this call launched it (not found running)
+    except RuntimeError as error:  # its stderr (the reason) went to the terminal
+        pytest.skip(f"{error}: no Elasticsearch to test against")
+    try:
+        yield url
     finally:
         if ours:
             subprocess.run([str(SCRIPT), "stop"], check=False)

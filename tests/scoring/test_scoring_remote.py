@@ -188,6 +188,17 @@ async def test_unreachable_server_is_retried_then_fails(make):
     assert caught.value.__cause__ is not None
 
 
+async def test_credentials_in_the_remote_url_never_reach_an_error_or_log_line(make, caplog):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    scorer = await make(url=f"http://tei-user:s3cret-pw@127.0.0.1:{port}", retries=0)
+    with pytest.raises(ScoringError) as caught:
+        await scorer.score("q", ["a"])
+    assert "s3cret-pw" not in str(caught.value) and f"127.0.0.1:{port}" in str(caught.value)
+    assert "s3cret-pw" not in caplog.text
+
+
 async def test_malformed_response_is_a_scoring_error(tei, make):
     tei.malformed = True
     scorer = await make()

@@ -60,7 +60,11 @@ else:
 '''
 
 SERVING_NODE = r'''#!/usr/bin/env bash
-# A node that answers like a healthy OpenSearch on http.port until SIGTERM; -p PIDFILE as the real launcher.
+# A node that answers like a healthy OpenSearch on http.port until SIGTERM; -p PIDFILE and -d as the real launcher.
+if [[ " $* " == *" -d "* ]]; then
+  "$0" "${@/-d/}" </dev/null >/dev/null 2>&1 &
+  exit 0
+fi
 exec python3 - "$@" <<'PY'
 import json, os, re, signal, sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -87,7 +91,12 @@ PY
 '''
 
 DYING_NODE = r'''#!/usr/bin/env bash
-# What a node with a half-built modules/ does: fail while loading plugins, long before any health answer.
+# What a node with a half-built modules/ does: fail while loading plugins, long before any health answer
+# (daemonized with -d, the launcher itself succeeds first, as the real one does).
+if [[ " $* " == *" -d "* ]]; then
+  "$0" "${@/-d/}" </dev/null >/dev/null 2>&1 &
+  exit 0
+fi
 sleep 1
 echo "java.nio.file.NoSuchFileException: modules/lang-painless/plugin-descriptor.properties" >&2
 exit 78
@@ -190,12 +199,20 @@ def test_two_starts_at_once_build_the_cache_once_and_completely(engine: Engine) 
     assert not list(engine.dist.parent.glob("build.*")), "a build folder was left behind"
 
 
-def test_two_starts_on_one_port_share_one_node(engine: Engine) -> None:
+def test_two_starts_on_one_port_share_one_node_and_only_its_launcher_owns_it(
+    engine: Engine, tmp_path: Path
+) -> None:
     port = free_port()
-    results = [finish(process) for process in [engine.start(port), engine.start(port)]]
+    marks = [tmp_path / "first-launched", tmp_path / "second-launched"]
+    starts = [engine.start(port, RERANK_BRIDGE_LAUNCHED_FILE=str(mark)) for mark in marks]
+    results = [finish(process) for process in starts]
     assert [code for code, _, _ in results] == [0, 0], [err for _, _, err in results]
     assert sum("starting OpenSearch" in err for _, _, err in results) == 1
     assert sum("already running and healthy" in err for _, _, err in results) == 1
+    # Whoever waited on the lock and found the node must not stop it (CI, tests/engine.py read this file).
+    assert sorted(mark.is_file() for mark in marks) == [False, True]
+    launched = next(mark for mark in marks if mark.is_file())
+    assert launched.read_text().strip() == f"http://127.0.0.1:{port}"
 
 
 def test_an_incomplete_download_is_never_stamped_and_is_redone(engine: Engine) -> None:
