@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from aiohttp import web
 
 from bridge.config import Settings
+from bridge.errors import BridgeHTTPError
 from bridge.ops.access_log import decision_key
 from bridge.ops.metrics import Metrics
 from bridge.scoring.base import Scorer
@@ -51,9 +52,15 @@ class SearchInterceptor:
             self.metrics.requests.labels(endpoint.route, "passthrough", "format").inc()
             request[decision_key] = {"route": endpoint.route, "outcome": "passthrough", "reason": "format"}
             return await self.engine.relay(request, add_headers=skipped_header("format"))
-        body = await read_search_body(
-            request, self.settings.limits.max_search_body_bytes, self.settings.server.client_body_timeout_s
-        )
+        try:
+            body = await read_search_body(
+                request, self.settings.limits.max_search_body_bytes, self.settings.server.client_body_timeout_s
+            )
+        except BridgeHTTPError as refusal:  # 413 (too large, inflated or not) or 408 (the body stopped)
+            refused = "body_too_large" if refusal.status == 413 else "body_timeout"
+            self.metrics.requests.labels(endpoint.route, "refused", refused).inc()
+            request[decision_key] = {"route": endpoint.route, "outcome": "refused", "reason": refused}
+            raise
         call = SearchCall(
             request=request,
             endpoint=endpoint,

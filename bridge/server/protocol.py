@@ -9,11 +9,12 @@ WARNING line without any of the request's bytes, and closes the connection.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http import HttpVersion10, HttpVersion11, RawRequestMessage
 from aiohttp.http_exceptions import (
@@ -29,7 +30,7 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import ERROR as PARSE_FAILED
 from aiohttp.web_protocol import RequestHandler, _RequestFactory
 
-from bridge.errors import error_response
+from bridge.errors import error_body
 
 log = logging.getLogger("bridge.server")
 
@@ -81,9 +82,22 @@ class BridgeProtocol(RequestHandler):
         if request.writer.output_size > 0:
             raise ConnectionError("an answer is under way; the connection is dropped")
         code = status if 400 <= status < 500 else 400
-        response = error_response(code, "illegal_argument_exception", f"malformed HTTP request: {problem}")
+        body = error_body(code, "illegal_argument_exception", f"malformed HTTP request: {problem}")
+        response = _Unadorned(
+            status=code, body=json.dumps(body).encode(), content_type="application/json", charset="UTF-8"
+        )
         response.force_close()
         return response
+
+
+class _Unadorned(web.Response):
+    """An answer without aiohttp's ``Server`` and ``Date``: the app's prepare hook that strips them from every
+    other answer (``fidelity.py``) never runs for a request that did not parse."""
+
+    async def _prepare_headers(self) -> None:
+        await super()._prepare_headers()
+        self.headers.popall(hdrs.SERVER, None)
+        self.headers.popall(hdrs.DATE, None)
 
 
 def _checking_version(factory: _RequestFactory) -> _RequestFactory:

@@ -66,6 +66,7 @@ async def test_a_malformed_request_is_an_engine_400_and_one_warning_without_its_
     assert answer.status_line.startswith("HTTP/1.1 400 ")
     assert answer.header("Connection") == "close"
     assert (answer.header("Content-Type") or "").startswith("application/json")
+    assert answer.header("Server") is None and answer.header("Date") is None  # nothing of aiohttp's
     body = assert_engine_400(answer.body)
     text = json.dumps(body)
     assert BASIC not in text and BEARER[:12] not in text
