@@ -32,16 +32,6 @@ else
   upstream=$(scripts/opensearch.sh start)
 fi
 
-if [ -n "$model" ] && [ -z "$window" ]; then
-  # A window the device scores within the rule's budget (timeout_ms 2000): past it every search fails open.
-  if python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
-    window=100 device="CUDA GPU"
-  else
-    window=20 device="CPU"
-  fi
-  echo "reranking the top $window hits of each search ($device default; --window N to change)" >&2
-fi
-
 config=$(mktemp --suffix=.yaml)
 trap 'rm -f "$config"' EXIT
 {
@@ -52,13 +42,19 @@ trap 'rm -f "$config"' EXIT
     echo "models: {default: {source: \"$model\"}}"
     python3 - "$index" "$fields" "$window" <<'PY'
 import json, sys
-index, fields, window = sys.argv[1], sys.argv[2], int(sys.argv[3])
-rule = {"indices": index.split(","), "fields": fields.split(","), "window": window, "model": "default"}
+index, fields, window = sys.argv[1], sys.argv[2], sys.argv[3]
+rule = {"indices": index.split(","), "fields": fields.split(","), "model": "default"}
+if window:  # else the bridge's default for the model's device: 100 on a GPU, 20 on a CPU
+    rule["window"] = int(window)
 print("rules: " + json.dumps([rule]))
 PY
   fi
 } >"$config"
-rerank-bridge config check --config "$config" >/dev/null
+effective=$(rerank-bridge config check --config "$config")
+if [ -n "$model" ]; then
+  window=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["rules"][0]["window"])' <<<"$effective")
+  echo "reranking the top $window hits of each search (the default for this device; --window N to change)" >&2
+fi
 if [ -n "$dry_run" ]; then
   cat "$config"
   exit 0

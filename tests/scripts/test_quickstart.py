@@ -1,4 +1,4 @@
-"""scripts/quickstart.sh picks a rerank window that the device it runs on scores within the rule's budget.
+"""The quickstart reranks a window (the bridge's default for the device it runs on) scored within the rule's budget.
 
 Measured, not assumed: the window the quickstart would configure here (``--dry-run``) is scored by the bridge's
 own scorer, with the model settings the quickstart leaves at their defaults, on ~200-word abstracts from a shared
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bridge.config import RuleSettings
+from bridge.config import Settings
 from bridge.scoring.local import LocalScorer
 from bridge.scoring.settings import ModelSettings
 
@@ -62,8 +62,7 @@ def test_quickstart_window_is_reranked_within_budget_on_this_device(
     shared_model: Path, shared_dir: Path
 ) -> None:
     config = dry_run(shared_model)
-    [rule_config] = config["rules"]  # type: ignore[misc]
-    rule = RuleSettings(**rule_config)
+    [rule] = Settings(**config).rules  # the window the bridge resolves for this device
     [model_config] = config["models"].values()  # type: ignore[attr-defined]
     passages = abstracts(shared_dir, rule.window * CONCURRENT)  # a new query each round: no pair twice
     queries = ["dietary fiber and colon cancer risk", "statin side effects in older adults", "vitamin d and bone"]
