@@ -20,6 +20,12 @@ from bridge.search.json_codec import parse_answer, parse_json
 
 # Inflated on the event loop at most; a body that inflates further finishes on a worker thread.
 INLINE_INFLATE_BYTES = 256 * 1024
+# Compressed input is fed in slices of at most this, the first of each gzip member smaller: a member that ends
+# early leaves the slice's rest to be copied, and a body can hold hundreds of thousands of members.
+_FIRST_SLICE = 1024
+_MAX_SLICE = 64 * 1024
+# The work of starting a gzip member, in bytes of the inline budget: empty members inflate to nothing.
+_MEMBER_COST = 1024
 # Work on a body longer than this (parsing, planning, re-encoding) runs on a worker thread: for a 10 MiB body
 # each takes from a few hundred milliseconds to seconds, which the event loop must not wait out.
 INLINE_WORK_BYTES = 256 * 1024
@@ -139,53 +145,79 @@ class _TooLarge(Exception):
 
 
 class _Inflation:
-    """One body's streamed inflation; ``run`` may continue on another thread where the last one stopped."""
+    """One body's streamed inflation; ``run`` may continue on another thread where the last one stopped.
+
+    The decompressor is fed bounded slices of ``raw`` (never the rest of the body) and a new gzip member starts
+    from a small slice: otherwise each member end copies the whole remaining body, and a body of thousands of
+    empty members inflates in quadratic time.
+    """
 
     def __init__(self, raw: bytes, *, gzip: bool, limit: int) -> None:
         self._gzip = gzip
         self._limit = limit
-        self._pending = raw
+        self._raw = raw
+        self._view = memoryview(raw)
+        self._at = 0
+        """How much of ``raw`` the decompressor has consumed."""
+        self._slice = _FIRST_SLICE
         self._parts: list[bytes] = []
         self.size = 0
-        self._inflater = self._new(raw)
+        self._inflater = self._new()
 
-    def _new(self, data: bytes) -> zlib._Decompress:
+    def _new(self) -> zlib._Decompress:
         if self._gzip:
             return zlib.decompressobj(31)
         # As the engine's decoder: a zlib stream, or raw deflate when the zlib header is absent.
+        data = self._raw
         zlib_header = len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
         return zlib.decompressobj(15 if zlib_header else -15)
 
     def run(self, budget: int | None) -> bool:
-        """Inflate up to ``budget`` more bytes (all with None); True once the whole body is inflated."""
-        produced = 0
+        """Inflate with up to ``budget`` more bytes of work (input read, output made, members started; all with
+        None); True once the whole body is inflated."""
+        spent = 0
         try:
             while True:
                 if self._inflater.eof:
-                    rest = self._inflater.unused_data
-                    if self._gzip and rest.strip(b"\0"):  # concatenated gzip members
-                        self._pending = rest
-                        self._inflater = self._new(rest)
-                        continue
-                    return True
+                    if not self._next_member():
+                        return True
+                    spent += _MEMBER_COST
                 room = self._limit + 1 - self.size
                 if budget is not None:
-                    room = min(room, budget - produced)
+                    room = min(room, budget - spent)
                 if room <= 0:
                     return False
-                before = len(self._pending)
-                out = self._inflater.decompress(self._pending, room)
-                self._pending = self._inflater.unconsumed_tail
+                chunk = self._view[self._at : self._at + self._slice]
+                out = self._inflater.decompress(chunk, room)
+                # At a member's end the input left is ``unused_data`` (``unconsumed_tail`` may be left stale).
+                left = self._inflater.unused_data if self._inflater.eof else self._inflater.unconsumed_tail
+                used = len(chunk) - len(left)
+                self._at += used
+                spent += used + len(out)
+                self._slice = min(2 * self._slice, _MAX_SLICE)
                 if out:
                     self._parts.append(out)
                     self.size += len(out)
-                    produced += len(out)
                     if self.size > self._limit:
                         raise _TooLarge
-                elif not self._inflater.eof and (not self._pending or len(self._pending) == before):
+                elif not used and not self._inflater.eof:
                     raise _Unreadable  # truncated: no input left and the stream has not ended
         except zlib.error as error:
             raise _Unreadable from error
+
+    def _next_member(self) -> bool:
+        """Start the gzip member after the one just ended; False when the body ends there (trailing NUL padding
+        after a gzip member is tolerated)."""
+        rest = len(self._raw) - self._at
+        if not self._gzip or rest == 0:
+            return False
+        if self._raw[self._at] == 0:
+            if self._raw.count(0, self._at) == rest:
+                return False
+            raise _Unreadable  # NULs and then more: not a gzip member
+        self._inflater = self._new()
+        self._slice = _FIRST_SLICE
+        return True
 
     def result(self) -> bytes:
         return b"".join(self._parts)

@@ -18,8 +18,8 @@ from bridge.ops.metrics import Metrics
 from bridge.search.body import SearchBody, off_loop_if_large, parse_off_loop
 from bridge.search.endpoints import SearchAPI, SearchEndpoint
 from bridge.search.engine import Engine, EngineReply
-from bridge.search.json_codec import JSONRefused, dump_json, parse_json
-from bridge.search.multi import parse_multi
+from bridge.search.json_codec import JSONRefused, depth_refusal, dump_json, nesting_exceeds
+from bridge.search.multi import bodies_too_deep
 from bridge.search.plan import Skip
 from bridge.search.request import QueryString
 from bridge.search.rerank import Outcome, Reranker
@@ -71,14 +71,14 @@ class SearchCall:
         return value
 
     async def relayed_if_safe(self, reason: str) -> web.StreamResponse:
-        """Not the bridge's to answer: the client's request as it is, unless it is a template the engine's
-        parser would die of (which the bridge refuses instead of being the way it reaches the engine)."""
-        if self.endpoint.api in TEMPLATE_APIS and not self.body.empty:
-            parse = parse_multi if self.endpoint.api is SearchAPI.MSEARCH_TEMPLATE else parse_json
-            try:
-                await off_loop_if_large(len(self.body.text), parse, self.body.text)
-            except JSONRefused as refusal:
-                return await self.refused(refusal)
+        """Not the bridge's to answer: the client's request as it is, unless it nests deeper than the engine
+        survives (OpenSearch 2.19 dies of such search and template bodies): the bridge refuses those instead
+        of being the way they reach the engine."""
+        if not self.body.empty:
+            multi = self.endpoint.api in (SearchAPI.MSEARCH, SearchAPI.MSEARCH_TEMPLATE)
+            scan = bodies_too_deep if multi else nesting_exceeds
+            if await off_loop_if_large(len(self.body.text), scan, self.body.text):
+                return await self.refused(depth_refusal())
         return await self.untouched(reason)
 
     async def refused(self, refusal: JSONRefused) -> web.StreamResponse:

@@ -68,9 +68,12 @@ class Deadline:
 class Engine:
     """An :class:`EngineClient` bound to one request's deadline; the interceptor's only way to the engine."""
 
-    def __init__(self, client: EngineClient, deadline: Deadline) -> None:
+    def __init__(
+        self, client: EngineClient, deadline: Deadline, overall: asyncio.Timeout | None = None
+    ) -> None:
         self.client = client
         self.deadline = deadline
+        self._overall = overall  # the request's search deadline, lifted once an untouched relay starts
         self._first: float | None = None
         self._last = 0.0
 
@@ -106,6 +109,8 @@ class Engine:
         add_headers: Mapping[str, str] | None = None,
     ) -> web.StreamResponse:
         """Untouched relays stream: the engine's read timeout bounds them, not the request's deadline."""
+        if self._overall is not None:
+            self._overall.reschedule(None)
         return await self.client.relay(
             request, target=target, body=body, drop_headers=drop_headers, add_headers=add_headers
         )

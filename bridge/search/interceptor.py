@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
@@ -14,7 +15,7 @@ from bridge.scoring.base import Scorer
 from bridge.search.apis.msearch import msearch, msearch_template
 from bridge.search.apis.search import search, search_template
 from bridge.search.body import read_search_body
-from bridge.search.call import TEMPLATE_APIS, SearchCall, skipped_header
+from bridge.search.call import SearchCall
 from bridge.search.endpoints import SearchAPI, SearchEndpoint
 from bridge.search.engine import Deadline, Engine, EngineClient
 from bridge.search.request import QueryString
@@ -41,17 +42,32 @@ class SearchInterceptor:
         self.reranker = Reranker(scorers, metrics, settings.limits)
 
     async def handle(self, request: web.Request, endpoint: SearchEndpoint) -> web.StreamResponse | None:
-        """The answer for a search (``endpoint``, from :func:`classify`); None to relay the request untouched."""
+        """The answer for a search (``endpoint``, from :func:`classify`); None to relay the request untouched.
+
+        ``limits.search_deadline_s`` bounds the bridge's own work on it (reading, asking the engine, reranking);
+        an untouched relay lifts it, since a streamed answer cut short would reach the client as a broken 200.
+        """
         if not self.settings.models:
             # Nothing to rerank with: a plain relay, streamed, announcing nothing; still counted as a search.
             self.metrics.requests.labels(endpoint.route, "passthrough", "no_rule").inc()
             return None
+        deadline = self.settings.limits.search_deadline_s
+        try:
+            async with asyncio.timeout(deadline) as overall:
+                return await self._handle(request, endpoint, overall)
+        except TimeoutError as error:
+            if not overall.expired():
+                raise
+            raise BridgeHTTPError(
+                504,
+                "search_deadline_exceeded_exception",
+                f"the search took longer than the bridge's {deadline}s deadline",
+            ) from error
+
+    async def _handle(
+        self, request: web.Request, endpoint: SearchEndpoint, overall: asyncio.Timeout
+    ) -> web.StreamResponse:
         wants_json = _wants_json(request)
-        if not wants_json and endpoint.api not in TEMPLATE_APIS:
-            # YAML, CBOR or Smile answers stay the engine's; the body streams on unread.
-            self.metrics.requests.labels(endpoint.route, "passthrough", "format").inc()
-            request[decision_key] = {"route": endpoint.route, "outcome": "passthrough", "reason": "format"}
-            return await self.engine.relay(request, add_headers=skipped_header("format"))
         try:
             body = await read_search_body(
                 request, self.settings.limits.max_search_body_bytes, self.settings.server.client_body_timeout_s
@@ -67,7 +83,7 @@ class SearchInterceptor:
             query=QueryString.parse(request.raw_path.partition("?")[2]),
             body=body,
             # One engine budget for everything this request asks: a render and its search share it.
-            engine=Engine(self.engine, Deadline.after(self.settings.upstream.timeout_s)),
+            engine=Engine(self.engine, Deadline.after(self.settings.upstream.timeout_s), overall),
             settings=self.settings,
             metrics=self.metrics,
             reranker=self.reranker,

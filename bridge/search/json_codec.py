@@ -23,7 +23,9 @@ __all__ = [
     "ENGINE_MAX_DEPTH",
     "MAX_DEPTH",
     "JSONRefused",
+    "depth_refusal",
     "dump_json",
+    "nesting_exceeds",
     "parse_answer",
     "parse_json",
     "scrub_surrogates",
@@ -48,6 +50,9 @@ _TOKEN = re.compile(
     r"|(?P<word>-?[A-Za-z_][A-Za-z_0-9]*)|(?P<number>-?[0-9][0-9.eE+-]*)|(?P<space>\s+)|(?P<other>.)",
     re.DOTALL,
 )
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS = re.compile(rb"[^\[\]{}]+")
+_OPENERS = frozenset(b"[{")
 _NON_NUMERIC = frozenset({"NaN", "Infinity", "-Infinity", "+Infinity", "-NaN"})
 # Non-finite floats (from ``1e400``) pass through json.dumps as these strings, then become literals again.
 _MARKERS = {kind: f"\x00rerank-bridge-{kind}-{uuid.uuid4().hex}\x00" for kind in ("inf", "-inf", "nan")}
@@ -98,18 +103,36 @@ def parse_json(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
         value = json.loads(text, object_pairs_hook=_unique_object, parse_constant=_refuse_constant)
     except RecursionError:  # the C parser stopped at the interpreter's limit (about 1000 levels)
         raise _depth_refusal(max_depth) from None
-    except _Found:
-        raise _locate(text) from None
-    except json.JSONDecodeError as error:
-        line, column = _byte_position(text, error.pos)
-        raise JSONRefused(
-            "syntax", error.msg + _LOCATION.format(line, column), line=line, column=column
-        ) from None
-    except ValueError as error:  # an integer past Python's digit limit, say
-        raise JSONRefused("syntax", str(error)) from None
+    except (_Found, ValueError) as error:  # JSONDecodeError is a ValueError
+        # A relayable refusal sends the client's bytes to the engine, which reads in document order: a deep
+        # part anywhere (Python may have found the duplicate key or NaN after it, or before it) makes it
+        # the bridge's refusal instead.
+        if nesting_exceeds(text, max_depth):
+            raise _depth_refusal(max_depth) from None
+        raise _relayable_refusal(text, error) from None
     if text.count("[") + text.count("{") > max_depth and _deeper_than(value, max_depth):
         raise _depth_refusal(max_depth)
     return value
+
+
+def nesting_exceeds(text: str | bytes, limit: int = MAX_DEPTH) -> bool:
+    """Whether arrays and objects nest deeper than ``limit`` anywhere in ``text``, valid JSON or not.
+
+    Brackets inside strings do not count; an unterminated string counts its brackets (erring on the side of
+    refusing). No recursion and no parse: a regex pass strips strings, then one walk over the brackets.
+    """
+    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False
+    depth = 0
+    for byte in _NOT_BRACKETS.sub(b"", _STRINGS.sub(b"", data)):
+        if byte in _OPENERS:
+            depth += 1
+            if depth > limit:
+                return True
+        elif depth:
+            depth -= 1
+    return False
 
 
 def parse_answer(raw: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
@@ -163,6 +186,15 @@ class _Found(Exception):
     """A duplicate key or non-numeric literal: :func:`_locate` then finds the first in document order."""
 
 
+def _relayable_refusal(text: str, error: Exception) -> JSONRefused:
+    if isinstance(error, _Found):
+        return _locate(text)
+    if isinstance(error, json.JSONDecodeError):
+        line, column = _byte_position(text, error.pos)
+        return JSONRefused("syntax", error.msg + _LOCATION.format(line, column), line=line, column=column)
+    return JSONRefused("syntax", str(error))  # an integer past Python's digit limit, say
+
+
 def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result = dict(pairs)
     if len(result) != len(pairs):
@@ -209,6 +241,11 @@ def _deeper_than(value: Any, limit: int) -> bool:
         children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
         stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
     return False
+
+
+def depth_refusal(limit: int = MAX_DEPTH) -> JSONRefused:
+    """The bridge's own refusal of a body nested past ``limit``: never relayed (see :data:`ENGINE_MAX_DEPTH`)."""
+    return _depth_refusal(limit)
 
 
 def _depth_refusal(limit: int) -> JSONRefused:

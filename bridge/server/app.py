@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 
@@ -30,16 +29,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     endpoint = classify(request.method, request.raw_path)
     if endpoint is None:
         return await relay(request, state.upstream)
-    deadline = state.settings.limits.search_deadline_s
-    try:
-        async with asyncio.timeout(deadline):
-            answer = await state.interceptor.handle(request, endpoint)
-    except TimeoutError as error:
-        raise BridgeHTTPError(
-            504,
-            "search_deadline_exceeded_exception",
-            f"the search took longer than the bridge's {deadline}s deadline",
-        ) from error
+    answer = await state.interceptor.handle(request, endpoint)
     if answer is not None:
         return answer
     return await relay(request, state.upstream)

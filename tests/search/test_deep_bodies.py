@@ -18,6 +18,7 @@ from tests.search.scripted_engine import (
     hits_answer,
     intercepting,
     reply,
+    ruled_settings,
 )
 
 JSON = {"Content-Type": "application/json"}
@@ -109,3 +110,54 @@ async def test_a_deep_msearch_header_is_the_engines_to_judge() -> None:
         assert response.status == 200
         assert await response.json() == answered
     assert [asked.relayed for asked in scripted.asked] == [True]
+
+
+def _bools(levels: int) -> str:
+    return '{"bool":{"must":' * levels + '{"match_all":{}}' + "}}" * levels
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "body"),
+    [
+        # Python finds the duplicate key only after the deep query; the engine would read the deep part first.
+        ("/rr-docs/_search", JSON, '{"query":' + _bools(480) + ',"query":{"match_all":{}}}'),
+        ("/rr-docs/_search/template", JSON, '{"source":' + _bools(480) + ',"source":{}}'),
+        ("/rr-docs/_search", JSON, '{"q":' + "[" * 950 + "]" * 950 + ',"x":NaN}'),
+        ("/rr-docs/_search", JSON, '{"q":' + "[" * 950 + "]" * 950 + ",}"),
+        # A refused header line stops parsing; the deep body after it must not go out with it.
+        ("/_msearch", NDJSON, '{"index":' + "[" * 450 + "]" * 450 + "}\n" + '{"query":' + _bools(700) + "}\n"),
+        ("/_msearch/template", NDJSON, '{"index":' + "[" * 450 + "]" * 450 + '}\n{"source":' + _bools(700) + "}\n"),
+        ("/_msearch", NDJSON, '{"index":"rr-docs","index":"x"}\n{"query":' + _bools(700) + "}\n"),
+    ],
+)
+async def test_a_relayable_refusal_never_carries_a_deep_body_to_the_engine(
+    path: str, headers: dict[str, str], body: str
+) -> None:
+    scripted = _engine([])
+    async with intercepting(scripted) as client:
+        response = await client.post(path, data=body, headers=headers)
+        assert response.status == 400
+        assert (await response.json())["error"]["reason"].startswith("Document nesting depth")
+    assert scripted.asked == []
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "body"),
+    [
+        ("/unruled/_search", JSON, '{"query":' + _bools(500) + "}"),
+        ("/unruled/_search?format=yaml", JSON, '{"query":' + _bools(500) + "}"),
+        ("/.kibana/_search", JSON, '{"query":' + _bools(500) + "}"),
+        ("/_msearch", NDJSON, '{"index":"unruled"}\n{"query":' + _bools(500) + "}\n"),
+    ],
+)
+async def test_a_deep_search_never_reaches_the_engine_through_the_bridge_on_any_intercepted_route(
+    path: str, headers: dict[str, str], body: str
+) -> None:
+    scripted = _engine([])
+    async with intercepting(scripted, ruled_settings(rules=[{"indices": ["rr-*"], "fields": ["title"]}])) as client:
+        response = await client.post(path, data=body, headers=headers)
+        assert response.status == 400
+        assert (await response.json())["error"]["type"] == "parsing_exception"
+        shallow = await client.post("/unruled/_search", data='{"query":' + _bools(20) + "}", headers=JSON)
+        assert shallow.headers["X-Rerank"] == "skipped; reason=no_rule"
+    assert [asked.relayed for asked in scripted.asked] == [True]  # only the shallow one

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
 
 import pytest
 
@@ -213,3 +214,158 @@ async def test_a_render_the_bridge_cannot_read_lets_the_engine_answer_the_templa
         ("/rr-docs/_search/template", True),
     ]
     assert engine.asked[1].body == raw
+
+
+def msearch_lines(*pairs: tuple[dict[str, Any], dict[str, Any]]) -> str:
+    return "".join(json.dumps(header) + "\n" + json.dumps(body) + "\n" for header, body in pairs)
+
+
+def asked_lines(asked: Asked) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in asked.body.decode().splitlines()]
+
+
+async def test_an_msearch_template_renders_at_most_a_few_items_at_once() -> None:
+    """Each render holds an engine connection: one large request must not take the whole pool."""
+    in_flight = 0
+    peak = 0
+
+    async def slow_render(asked: Asked) -> EngineReply:
+        nonlocal in_flight, peak
+        if asked.target != "/_render/template":
+            searches = asked_lines(asked)[1::2]
+            return reply(200, {"took": 1, "responses": [hits_answer(TITLES, s["size"]) for s in searches]})
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        return rendering(asked)
+
+    engine = ScriptedEngine(slow_render)
+    async with intercepting(engine) as client:
+        response = await client.post(
+            "/_msearch/template",
+            data=msearch_lines(*[({"index": "rr-docs"}, TEMPLATE)] * 40),
+            headers={"Content-Type": "application/x-ndjson"},
+        )
+        assert response.status == 200
+        assert len((await response.json())["responses"]) == 40
+    assert [asked.target for asked in engine.asked].count("/_render/template") == 40
+    assert 1 < peak <= 8
+
+
+async def test_a_failed_render_cancels_the_other_renders_of_the_request() -> None:
+    started: list[str] = []
+    cancelled: list[str] = []
+
+    async def script(asked: Asked) -> EngineReply:
+        q = asked.json()["params"]["q"]
+        started.append(q)
+        if q == "0":
+            await asyncio.sleep(0.05)
+            raise BridgeHTTPError(502, "upstream_unavailable_exception", "cannot reach the search engine")
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.append(q)
+            raise
+        raise AssertionError
+
+    engine = ScriptedEngine(script)
+    items = [({"index": "rr-docs"}, {**TEMPLATE, "params": {"q": str(n)}}) for n in range(30)]
+    async with intercepting(engine) as client:
+        response = await client.post(
+            "/_msearch/template", data=msearch_lines(*items), headers={"Content-Type": "application/x-ndjson"}
+        )
+        assert response.status == 502
+        assert (await response.json())["error"]["type"] == "upstream_unavailable_exception"
+        # By the time the client has its answer, every other render is over and the rest were never sent.
+        assert 1 < len(started) <= 8
+        assert sorted(cancelled) == sorted(q for q in started if q != "0")
+    assert {asked.target for asked in engine.asked} == {"/_render/template"}
+
+
+async def test_an_msearch_template_stops_rendering_once_the_engine_is_overloaded() -> None:
+    refusal = engine_error(429, "rejected_execution_exception", "search queue full")
+
+    async def overloaded(asked: Asked) -> EngineReply:
+        await asyncio.sleep(0.01)
+        return refusal
+
+    engine = ScriptedEngine(overloaded)
+    async with intercepting(engine) as client:
+        response = await client.post(
+            "/_msearch/template",
+            data=msearch_lines(*[({"index": "rr-docs"}, TEMPLATE)] * 30),
+            headers={"Content-Type": "application/x-ndjson"},
+        )
+        assert response.status == 429 and await response.read() == refusal.body
+        assert response.headers["X-Rerank"] == "skipped; reason=template_not_rendered"
+    assert len(engine.asked) <= 8
+    assert {asked.target for asked in engine.asked} == {"/_render/template"}
+
+
+def opting_out(asked: Asked) -> EngineReply:
+    """Renders ``ext.rerank.enabled: false`` from a template whose ``opt_out`` is set; refuses ``ext`` in a
+    search, rendered or not, as OpenSearch does (the whole request is a 400); each search gets its ``size`` hits."""
+    if asked.target == "/_render/template":
+        return reply(200, {"template_output": rendered_search(asked.json())})
+    lines = asked_lines(asked)[1::2]
+    searches = lines if asked.target == "/_msearch" else [rendered_search(line) for line in lines]
+    if any("ext" in search for search in searches):
+        reason = "unknown named object category [org.opensearch.search.SearchExtBuilder]"
+        return engine_error(400, "x_content_parse_exception", reason)
+    responses = [{**hits_answer(TITLES, int(str(search["size"]))), "status": 200} for search in searches]
+    return reply(200, {"took": 1, "responses": responses})
+
+
+def rendered_search(template: dict[str, Any]) -> dict[str, Any]:
+    output: dict[str, Any] = {"query": {"match": {"title": "fast red car"}}, "size": template["size"]}
+    if template["params"].get("opt_out"):
+        output["ext"] = {"rerank": {"enabled": False}}
+    return output
+
+
+def opt_out_item(opt_out: bool, size: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A template whose own key ``size`` tells the scripted engine what to render (mustache is not the point)."""
+    return {"index": "rr-docs"}, {"source": "{}", "size": size, "params": {"q": "x", "opt_out": opt_out}}
+
+
+async def test_an_msearch_template_item_that_opts_out_goes_as_a_clean_search_and_the_others_are_reranked() -> None:
+    engine = ScriptedEngine(opting_out)
+    lines = msearch_lines(opt_out_item(False, 3), opt_out_item(True, 2), opt_out_item(False, 3))
+    async with intercepting(engine) as client:
+        response = await client.post(
+            "/_msearch/template", data=lines, headers={"Content-Type": "application/x-ndjson"}
+        )
+        assert response.status == 200
+        assert response.headers["X-Rerank"] == "applied; model=words; window=10"
+        answer = await response.json()
+    [search] = [asked for asked in engine.asked if asked.target != "/_render/template"]
+    assert search.target == "/_msearch" and not search.relayed
+    assert asked_lines(search)[1::2] == [
+        {"query": {"match": {"title": "fast red car"}}, "size": 5, "from": 0},
+        {"query": {"match": {"title": "fast red car"}}, "size": 2},
+        {"query": {"match": {"title": "fast red car"}}, "size": 5, "from": 0},
+    ]
+    titles = [[hit["_source"]["title"] for hit in item["hits"]["hits"]] for item in answer["responses"]]
+    assert titles == [
+        ["red red car fast", "fast red car", "red car"],
+        ["red car", "blue boat"],  # the engine's own order, as the client's opt-out asked
+        ["red red car fast", "fast red car", "red car"],
+    ]
+
+
+async def test_an_msearch_template_whose_items_all_opt_out_goes_as_clean_searches() -> None:
+    engine = ScriptedEngine(opting_out)
+    lines = msearch_lines(opt_out_item(True, 2), opt_out_item(True, 3))
+    async with intercepting(engine) as client:
+        response = await client.post(
+            "/_msearch/template", data=lines, headers={"Content-Type": "application/x-ndjson"}
+        )
+        assert response.status == 200
+        assert response.headers["X-Rerank"] == "skipped; reason=disabled_by_request"
+        answer = await response.json()
+    assert [len(item["hits"]["hits"]) for item in answer["responses"]] == [2, 3]
+    [search] = [asked for asked in engine.asked if asked.target != "/_render/template"]
+    assert search.target == "/_msearch"
+    assert all("ext" not in body for body in asked_lines(search)[1::2])

@@ -154,6 +154,43 @@ async def test_a_large_inflation_finishes_off_the_event_loop() -> None:
     assert lag.worst < 0.1
 
 
+async def test_many_empty_gzip_members_inflate_in_linear_time_off_the_event_loop() -> None:
+    """A real member and then ~2 MiB of empty ones: each inflates to nothing, so only counting the input read
+    and members started keeps the loop free, and only bounded input slices keep the whole linear."""
+    empty = gzip.compress(b"", mtime=0)
+    many = gzip.compress(json.dumps(SEARCH).encode(), mtime=0) + empty * (2 * 1024 * 1024 // len(empty))
+    scripted = answering()
+    async with intercepting(scripted) as client:
+        with LoopLag() as lag:
+            started = time.perf_counter()
+            response = await client.post(
+                "/rr-docs/_search",
+                data=many,
+                headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+            )
+            elapsed = time.perf_counter() - started
+        assert response.status == 200
+        assert response.headers["X-Rerank"] == "applied; model=words; window=3"
+    assert lag.worst < 0.1
+    assert elapsed < 2.0
+    [asked] = scripted.asked
+    assert asked.json()["query"] == SEARCH["query"] and asked.json()["size"] == 5
+
+
+async def test_gzip_members_inflating_past_the_inline_budget_are_all_read_in_order() -> None:
+    texts = [b"a" * (300 * 1024), b"b" * 10, b"", b"c" * (700 * 1024)]
+    members = b"".join(gzip.compress(text, mtime=0) for text in texts)
+    assert await body_module.inflate(members, gzip=True, limit=LIMIT) == b"".join(texts)
+
+
+async def test_nul_padding_after_gzip_members_is_tolerated_and_anything_else_after_it_is_unreadable() -> None:
+    members = gzip.compress(b'{"query":', mtime=0) + gzip.compress(b' {"match_all": {}}}', mtime=0)
+    padded = await body_module.inflate(members + b"\0" * 100_000, gzip=True, limit=LIMIT)
+    assert padded == b'{"query": {"match_all": {}}}'
+    assert await body_module.inflate(members + b"\0" * 10 + members, gzip=True, limit=LIMIT) is None
+    assert await body_module.inflate(members + b"junk", gzip=True, limit=LIMIT) is None
+
+
 async def test_inflating_a_bomb_holds_no_more_than_the_limit() -> None:
     bomb = gzip.compress(b"a" * (150 * 1024 * 1024))
     tracemalloc.start()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -14,8 +14,8 @@ from bridge.search.body import off_loop_if_large, parse_answer_off_loop
 from bridge.search.call import SearchCall
 from bridge.search.engine import EngineReply
 from bridge.search.filter_path import apply_filter_path
-from bridge.search.json_codec import JSONRefused, dump_json
-from bridge.search.multi import MultiItem, join_lines, parse_multi
+from bridge.search.json_codec import JSONRefused
+from bridge.search.multi import MultiItem, encode_line, join_lines, parse_multi
 from bridge.search.plan import Plan, Skip, plan_search
 from bridge.search.request import QueryString
 from bridge.search.rerank import Outcome
@@ -24,7 +24,15 @@ from bridge.search.template_render import render_template
 # An _msearch item has no query string of its own: its paging lives in its body.
 _ITEM_QUERY = QueryString(())
 
+# At most this many of one _msearch/template's items render at once. Each render holds an engine connection
+# until it is answered: unbounded, one large request (a 300-item one opened ~144 at once) takes every slot of
+# the pool (upstream.max_connections) on a slow engine, and other clients get 503 after pool_timeout_s.
+_RENDERS_IN_FLIGHT = 8
+
+T = TypeVar("T")
+
 Fetched = tuple[dict[str, Any], CIMultiDict[str]]
+Rendered = dict[str, Any] | EngineReply | None
 
 
 async def msearch(call: SearchCall) -> web.StreamResponse:
@@ -46,15 +54,12 @@ async def msearch_template(call: SearchCall) -> web.StreamResponse:
     items = await _items(call)
     if not isinstance(items, list):
         return items
-    headers = call.json_headers()
-    rendered = await asyncio.gather(
-        *(render_template(call.engine, headers, item.body, item.body_line) for item in items)
-    )
+    rendered = await _render_all(call, items)
+    if isinstance(rendered, EngineReply):
+        # The engine is overloaded or failing: its answer, not a second round of the same templates.
+        return call.engine_answer(rendered, "template_not_rendered")
     decisions: list[Plan | Skip] = []
     for item, body in zip(items, rendered, strict=True):
-        if isinstance(body, EngineReply) and (body.status == 429 or body.status >= 500):
-            # The engine is overloaded or failing: its answer, not a second round of the same templates.
-            return call.engine_answer(body, "template_not_rendered")
         if not isinstance(body, dict):
             # The engine answers this item itself, as a template, with its own error.
             decisions.append(Skip("template_not_rendered", None, False, call.query))
@@ -63,15 +68,16 @@ async def msearch_template(call: SearchCall) -> web.StreamResponse:
         decisions.append(
             plan_search(call.settings, item.index(call.endpoint.index), _ITEM_QUERY, body, params)
         )
-    if not any(isinstance(d, Plan) for d in decisions):
+    if all(isinstance(d, Skip) and not d.body_changed for d in decisions) and not call.query.has("rerank"):
         return await call.untouched(_first_reason(decisions))
-    # Reranked items run as plain searches of their rendered body; the rest stay templates, untouched.
-    planned = [i for i, d in enumerate(decisions) if isinstance(d, Plan)]
-    others = [i for i, d in enumerate(decisions) if not isinstance(d, Plan)]
-    search_lines = [(items[i].header_line, _upstream_line(items[i], decisions[i])) for i in planned]
-    template_lines = [(items[i].header_line, items[i].body_line) for i in others]
-    searched, templated = await asyncio.gather(
-        _fetch(call, "_msearch", search_lines), _fetch(call, "_msearch/template", template_lines)
+    # Reranked items, and those whose rendered body carried ext.rerank (which the engine refuses), run as plain
+    # searches of their cleaned rendered body; the rest stay templates, untouched.
+    searched_at = [i for i, d in enumerate(decisions) if _as_search(d)]
+    templated_at = [i for i, d in enumerate(decisions) if not _as_search(d)]
+    search_lines = [(items[i].header_line, _upstream_line(items[i], decisions[i])) for i in searched_at]
+    template_lines = [(items[i].header_line, items[i].body_line) for i in templated_at]
+    searched, templated = await _all(
+        [_fetch(call, "_msearch", search_lines), _fetch(call, "_msearch/template", template_lines)]
     )
     for fetched in (searched, templated):
         if isinstance(fetched, EngineReply):
@@ -79,7 +85,7 @@ async def msearch_template(call: SearchCall) -> web.StreamResponse:
     responses: list[Any] = [None] * len(items)
     took = 0
     engine_headers: CIMultiDict[str] = CIMultiDict()
-    for indices, fetched in ((planned, searched), (others, templated)):
+    for indices, fetched in ((searched_at, searched), (templated_at, templated)):
         if fetched is None or isinstance(fetched, EngineReply):
             continue
         result, engine_headers = fetched
@@ -87,6 +93,51 @@ async def msearch_template(call: SearchCall) -> web.StreamResponse:
         for i, item_response in zip(indices, result["responses"], strict=False):
             responses[i] = item_response
     return await _answer(call, ({"took": took, "responses": responses}, engine_headers), decisions)
+
+
+class _Overloaded(Exception):
+    """A render the engine answered with a 429 or 5xx: that answer is the request's, the other renders stop."""
+
+    def __init__(self, reply: EngineReply) -> None:
+        super().__init__(reply.status)
+        self.reply = reply
+
+
+async def _render_all(call: SearchCall, items: Sequence[MultiItem]) -> list[Rendered] | EngineReply:
+    """Every item's rendered body, at most :data:`_RENDERS_IN_FLIGHT` at once; the engine's 429/5xx answer to
+    one render instead, the other renders cancelled. A timeout or an unreachable engine raises its 504/502."""
+    headers = call.json_headers()
+    rendered: list[Rendered] = [None] * len(items)
+    pending = iter(enumerate(items))
+
+    async def worker() -> None:
+        for position, item in pending:  # shared by the workers: each item is rendered once
+            body = await render_template(call.engine, headers, item.body, item.body_line)
+            if isinstance(body, EngineReply) and (body.status == 429 or body.status >= 500):
+                raise _Overloaded(body)
+            rendered[position] = body
+
+    try:
+        await _all([worker() for _ in range(min(_RENDERS_IN_FLIGHT, len(items)))])
+    except _Overloaded as overloaded:
+        return overloaded.reply
+    return rendered
+
+
+async def _all(aws: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
+    """Their results in order; the first failure cancels the others and is raised as itself (not as a group),
+    so an engine-shaped 502/504 reaches the client as it would from a single call."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(aw) for aw in aws]
+    except BaseExceptionGroup as failures:
+        raise failures.exceptions[0] from None
+    return [task.result() for task in tasks]
+
+
+def _as_search(decision: Plan | Skip) -> bool:
+    """Whether an ``_msearch/template`` item goes to the engine as a plain search of its rendered body."""
+    return isinstance(decision, Plan) or (decision.body_changed and decision.body is not None)
 
 
 async def _items(call: SearchCall) -> list[MultiItem] | web.StreamResponse:
@@ -169,9 +220,9 @@ async def _answer(call: SearchCall, fetched: Fetched, decisions: Sequence[Plan |
 
 def _upstream_line(item: MultiItem, decision: Plan | Skip) -> bytes:
     if isinstance(decision, Plan):
-        return dump_json(decision.upstream_body, request=True)
+        return encode_line(decision.upstream_body)
     if decision.body_changed and decision.body is not None:
-        return dump_json(decision.body, request=True)
+        return encode_line(decision.body)
     return item.body_line
 
 
