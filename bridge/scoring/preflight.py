@@ -9,6 +9,7 @@ same failure.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,9 +120,7 @@ def _hub_check(name: str, repo_id: str, revision: str | None) -> SourceCheck:
     try:
         cached = try_to_load_from_cache(repo_id, "config.json", revision=revision)
     except HFValidationError:
-        return SourceCheck(
-            f"{repo_id!r} is neither a local directory nor a Hugging Face Hub id (org/name)"
-        )
+        return SourceCheck(f"{repo_id!r} is neither a local directory nor a Hugging Face Hub id (org/name)")
     is_cached = isinstance(cached, str)
     if constants.HF_HUB_OFFLINE:
         if is_cached:
@@ -130,10 +129,14 @@ def _hub_check(name: str, repo_id: str, revision: str | None) -> SourceCheck:
             f"{repo_id} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set: {advice}"
         )
     try:
-        get_hf_file_metadata(hf_hub_url(repo_id, "config.json", revision=revision), timeout=HUB_PROBE_TIMEOUT_S)
+        get_hf_file_metadata(
+            hf_hub_url(repo_id, "config.json", revision=revision), timeout=HUB_PROBE_TIMEOUT_S
+        )
     except (RepositoryNotFoundError, GatedRepoError) as error:
         kind = "is gated (accept its terms, log in)" if isinstance(error, GatedRepoError) else "was not found"
-        return SourceCheck(f"{repo_id} {kind} on the Hugging Face Hub ({constants.ENDPOINT})")
+        return SourceCheck(
+            f"{repo_id} {kind} on the Hugging Face Hub ({_without_userinfo(constants.ENDPOINT)})"
+        )
     except RevisionNotFoundError:
         return SourceCheck(f"{repo_id} has no revision {revision!r} on the Hugging Face Hub")
     except EntryNotFoundError:
@@ -141,9 +144,17 @@ def _hub_check(name: str, repo_id: str, revision: str | None) -> SourceCheck:
     except Exception as error:  # connection refused, DNS, timeouts, proxies, 5xx: the Hub is not usable now
         if is_cached:
             return SourceCheck(local_files_only=True)
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        reason = _without_userinfo(str(error).splitlines()[0]) if str(error) else type(error).__name__
         return SourceCheck(
-            f"cannot reach the Hugging Face Hub at {constants.ENDPOINT} for {repo_id} ({reason}) "
+            f"cannot reach the Hugging Face Hub at {_without_userinfo(constants.ENDPOINT)} for {repo_id} ({reason}) "
             f"and it is not in the local cache: {advice}"
         )
     return SourceCheck()
+
+
+_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def _without_userinfo(text: str) -> str:
+    """A mirror's ``HF_ENDPOINT`` may carry ``user:token@``: never in a message."""
+    return _USERINFO.sub("***@", text)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web import ContentCoding
 from multidict import CIMultiDict
 
 from bridge.config import Settings
@@ -150,8 +151,8 @@ class SearchCall:
         if outcome is not None:
             response.headers["X-Rerank"] = outcome.header()
         self._timing(response, outcome)
-        if "gzip" in self.request.headers.get("Accept-Encoding", ""):
-            response.enable_compression()
+        if accepts_gzip(self.request.headers.get("Accept-Encoding", "")):
+            response.enable_compression(ContentCoding.gzip)
         return response
 
     def _timing(self, response: web.Response, outcome: Outcome | None) -> None:
@@ -184,6 +185,29 @@ class SearchCall:
 
     def count(self, outcome: str, reason: str) -> None:
         self.metrics.requests.labels(self.endpoint.route, outcome, reason).inc()
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether ``Accept-Encoding`` allows gzip (RFC 9110 12.5.3): named, or ``*``, with a q-value above 0.
+
+    A plain substring test would compress for ``gzip;q=0``, which says the opposite."""
+    weights: dict[str, float] = {}
+    for part in accept_encoding.split(","):
+        coding, *params = (piece.strip() for piece in part.split(";"))
+        weight = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0
+        if coding:
+            weights[coding.lower()] = weight
+    for coding in ("gzip", "x-gzip", "*"):
+        if coding in weights:
+            return weights[coding] > 0
+    return False
 
 
 def skipped_header(reason: str) -> dict[str, str]:

@@ -154,6 +154,13 @@ def test_config_check_fails_in_one_line_when_the_hub_cannot_be_reached(tmp_path:
     assert len(offline.stderr.strip().splitlines()) == 1 and "HF_HUB_OFFLINE" in offline.stderr
 
 
+def test_a_hub_mirror_token_in_hf_endpoint_never_reaches_the_message(tmp_path: Path) -> None:
+    endpoint = f"http://mirror-user:mirror-token-123@127.0.0.1:{closed_port()}"
+    done, _ = run_offline(["config", "check"], tmp_path, HF_ENDPOINT=endpoint)
+    assert done.returncode == 2 and "cannot reach" in done.stderr
+    assert "mirror-token-123" not in done.stderr + done.stdout
+
+
 def test_serve_fails_fast_in_one_line_when_the_hub_cannot_be_reached(tmp_path: Path) -> None:
     done, seconds = run_offline(["serve"], tmp_path, BRIDGE_LOG_FORMAT="text")
     assert done.returncode == 1
