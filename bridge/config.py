@@ -238,7 +238,7 @@ def load_settings(path: Path | None = None) -> Settings:
         except OSError as error:
             raise ConfigError(f"cannot read config file {path}: {error.strerror}") from error
         except yaml.YAMLError as error:
-            raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
+            raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(error)}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(
                 f"config file {path} must hold a mapping at the top, not {type(loaded).__name__}"
@@ -325,16 +325,44 @@ def describe_validation_error(
 
 
 def _shown(loc: tuple[str, ...], problem: Any) -> str:
+    """The bad value, only when it cannot hold a secret: a scalar of a plain leaf field. A whole section (a
+    list, a mapping, or a string where a section belongs) may hold a password, and so may an unknown key."""
     value = problem.get("input")
     if _SECRET_FIELDS.intersection(loc):
         hint = "; quote it in YAML" if problem.get("type") == "string_type" else ""
         return f" (the value is not shown{hint})"
-    if problem.get("type") == "extra_forbidden" or isinstance(value, dict):
+    if problem.get("type") == "extra_forbidden":
         return ""
+    if not isinstance(value, str | int | float | bool) or problem.get("type") in _SECTION_ERRORS:
+        return " (the value is not shown: it may hold credentials)" if value is not None else ""
     shown = hide_url_credentials(json.dumps(value, default=str))
-    if loc and "url" in loc[-1] and "@" in shown.replace("://***@", ""):  # user:password@host, no scheme
+    if loc and "url" in loc[-1] and _may_hold_credentials(shown):
         return " (the value is not shown: it may hold credentials)"
     return f" (got {shown})"
+
+
+# Errors for a value given where a whole section (a model) belongs.
+_SECTION_ERRORS = frozenset({"model_type", "model_attributes_type", "dict_type", "dataclass_type"})
+
+
+def _may_hold_credentials(url: str) -> bool:
+    """``user:password@host`` without a scheme, or ``scheme://user:password`` with the host forgotten (the
+    password then reads as a port)."""
+    authority = url.strip('"').split("://", 1)[-1].split("/", 1)[0]
+    if "@" in authority.replace("***@", ""):
+        return True
+    _, colon, port = authority.rpartition(":")
+    return bool(colon) and not port.isdigit()
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """PyYAML's message without its snippet of the file, which quotes the offending line (a password, say)."""
+    if not isinstance(error, yaml.MarkedYAMLError):
+        return type(error).__name__
+    parts = [part for part in (error.context, error.problem) if part]
+    mark = error.problem_mark or error.context_mark
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return (", ".join(parts) or "syntax error") + where
 
 
 def masked(settings: Settings) -> dict[str, Any]:

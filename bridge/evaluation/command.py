@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import HttpUrl, TypeAdapter, ValidationError
 
 from bridge.config import (
     ConfigError,
@@ -121,6 +121,8 @@ def run_eval(settings: Settings, args: argparse.Namespace) -> int:
 def _run(settings: Settings, args: argparse.Namespace) -> int:
     started = time.perf_counter()
     _check_numbers(args)
+    if args.bridge is not None:
+        args.bridge = checked_bridge_url(args.bridge)
     fields = [name.strip() for name in args.fields.split(",") if name.strip()]
     if not fields:
         raise ValueError("--fields: name at least one field")
@@ -177,6 +179,27 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise ValueError("--verify-sample must be 0 or more")
     if args.no_load and args.reindex:
         raise ValueError("--no-load and --reindex contradict each other")
+
+
+def checked_bridge_url(given: str) -> str:
+    """``--bridge`` validated like ``--upstream`` (an http(s) URL with a host and a valid port), before anything
+    is indexed. Credentials in it are refused: eval sends the bridge the engine's credentials, as a client
+    would, and a second set could only clash with them; the password is never repeated in the message."""
+    try:
+        url = TypeAdapter(HttpUrl).validate_python(given)
+    except ValidationError as error:
+        problem = error.errors()[0]["msg"]
+        shown = hide_url_credentials(given)
+        value = f" (got {shown})" if "@" not in shown.replace("://***@", "") else " (the value is not shown)"
+        raise ConfigError(f"--bridge: {problem}{value}") from None
+    if url.username is not None or url.password is not None:
+        raise ConfigError(
+            "--bridge: credentials in the URL are not accepted; the bridge is sent the engine's credentials "
+            "(upstream.username/password or api_key), as a client sends them"
+        )
+    if url.query is not None or url.fragment is not None:
+        raise ConfigError("--bridge: no query string or fragment; give the bridge's base URL")
+    return str(url).rstrip("/")
 
 
 def _check_model(name: str, model: ModelSettings, args: argparse.Namespace) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import ssl
 import time
@@ -10,10 +11,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
 
-from bridge.config import UpstreamSettings
+from bridge.config import UpstreamSettings, hide_url_credentials
 from bridge.engine_access import credential_headers
 
 PLACEHOLDER = "{{query_text}}"
@@ -108,8 +110,16 @@ class Searcher:
         ssl_context: ssl.SSLContext | bool | None = None,
     ) -> None:
         self.session = session
-        self.url = f"{base_url.rstrip('/')}/{index}/_search"
+        base, authorization = split_url_credentials(base_url)
+        self.url = f"{base.rstrip('/')}/{index}/_search"
         self.headers = dict(headers)
+        if authorization is not None:
+            if any(name.lower() == "authorization" for name in self.headers):
+                raise RunError(
+                    f"{masked_url(self.url)}: credentials in the URL and the engine's Authorization header as "
+                    "well; give one (the URL without user:password@, or no upstream credentials)"
+                )
+            self.headers["Authorization"] = authorization
         self.ssl = ssl_context if ssl_context is not None else True
 
     async def search(self, body: Mapping[str, Any]) -> tuple[Answer, dict[str, Any] | None]:
@@ -123,7 +133,7 @@ class Searcher:
                 status = response.status
         except (aiohttp.ClientError, TimeoutError) as error:
             elapsed = (time.perf_counter() - started) * 1000
-            return Answer(latency_ms=elapsed, error=f"{type(error).__name__}: {error}"), None
+            return Answer(latency_ms=elapsed, error=describe_request_error(error, self.url)), None
         if status != 200:
             text = raw.decode("utf-8", "replace")[:300]
             return Answer(latency_ms=elapsed, x_rerank=x_rerank, error=f"HTTP {status}: {text}"), None
@@ -139,6 +149,36 @@ class Searcher:
         except (ValueError, KeyError, TypeError) as error:
             return Answer(latency_ms=elapsed, x_rerank=x_rerank, error=f"unreadable answer: {error!r}"), None
         return answer, document
+
+
+def split_url_credentials(url: str) -> tuple[str, str | None]:
+    """``http://user:pw@host`` as ``http://host`` plus a basic ``Authorization`` value: the password then travels
+    in that header only, never in a URL that an error message or a report could repeat."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user, _, password = userinfo.partition(":")
+    token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
+    return urlunsplit(parts._replace(netloc=host)), f"Basic {token}"
+
+
+def masked_url(url: str) -> str:
+    """The URL with any userinfo shown as ``***``, with or without a scheme (``user:pw@host`` has none)."""
+    shown = hide_url_credentials(url)
+    if "@" in shown.replace("://***@", ""):
+        shown = "***@" + shown.rsplit("@", 1)[1]
+    return shown
+
+
+def describe_request_error(error: BaseException, url: str) -> str:
+    """The error's type and what went wrong, from a masked URL: aiohttp's URL errors are the raw URL itself,
+    password included, so their text is never shown."""
+    kind = type(error).__name__
+    if isinstance(error, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)):
+        return f"{kind}: {masked_url(url)}"
+    detail = hide_url_credentials(str(error).replace(url, masked_url(url)))
+    return f"{kind}: {detail}" if detail else kind
 
 
 async def run_paired(

@@ -15,7 +15,7 @@ from bridge.search.endpoints import classify
 from bridge.server.admin import add_admin_routes, is_reserved, refuse
 from bridge.server.fidelity import drop_added_headers, record_headers
 from bridge.server.protocol import bad_version_key
-from bridge.server.relay import ClientTimeouts, client_timeouts_key, relay
+from bridge.server.relay import ClientTimeouts, client_timeouts_key, relay, send_whole
 from bridge.server.state import BridgeState, state_key
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,8 @@ def engine_shaped_errors(handler: Handler) -> Handler:
                 502, "bridge_exception", "the bridge failed to handle this request; see its log"
             )
         record_headers(response)
+        if not response.prepared:
+            await send_whole(request, response)
         return response
 
     return guarded

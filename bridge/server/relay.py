@@ -91,6 +91,8 @@ async def relay(
             if request.method == "HEAD":
                 return response
             await _copy(answer.iter_chunks(), response, timeouts.write_s)
+            async with asyncio.timeout(timeouts.write_s):
+                await response.write_eof()
         except EngineError:
             # Headers are gone already: the only honest signal left is a broken connection.
             log.warning("upstream broke off mid-answer", extra={"path": request.path})
@@ -103,8 +105,24 @@ async def relay(
             raise ClientDisconnected(response, "write_timeout") from error
         except ConnectionError as error:
             raise ClientDisconnected(response, "closed") from error
-        await response.write_eof()
         return response
+
+
+async def send_whole(request: web.Request, response: web.StreamResponse) -> None:
+    """Write an answer built whole (a small relay, a reranked search, an error) here, under the client write
+    timeout. Left to aiohttp it would be written after the handler, with no bound: a client that never reads
+    would pin it in memory for good, and be access-logged as a 200."""
+    try:
+        await response.prepare(request)
+        async with asyncio.timeout(client_timeouts(request).write_s):
+            await response.write_eof()
+            await _flushed(request)
+    except TimeoutError as error:
+        if request.transport is not None:
+            request.transport.close()
+        raise ClientDisconnected(response, "write_timeout") from error
+    except ConnectionError as error:
+        raise ClientDisconnected(response, "closed") from error
 
 
 async def _copy(chunks: AsyncIterator[bytes], response: web.StreamResponse, write_timeout_s: float) -> None:
@@ -113,3 +131,13 @@ async def _copy(chunks: AsyncIterator[bytes], response: web.StreamResponse, writ
     async for chunk in chunks:
         async with asyncio.timeout(write_timeout_s):
             await response.write(chunk)
+
+
+async def _flushed(request: web.Request) -> None:
+    """Until the transport has handed the answer to the socket: ``write_eof`` returns once a large body sits in
+    the transport's buffer, read or not. Small answers leave nothing there, so nothing waits."""
+    transport = request.transport
+    pause = 0.005
+    while transport is not None and not transport.is_closing() and transport.get_write_buffer_size() > 0:
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.1)

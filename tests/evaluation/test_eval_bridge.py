@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 from bridge.evaluation.verify import ReferenceScorer, apply_transform, best_transform
 from bridge.scoring.local import LocalScorer
 from bridge.scoring.settings import ModelSettings
+from tests.indices import scratch_name
 
 REPO = Path(__file__).resolve().parents[2]
 QUERY = "how many people live in the city"
@@ -73,7 +73,7 @@ def tiny_collection(folder: Path) -> Path:
 @pytest.fixture
 def served_bridge(opensearch_url: str, tiny_model: Path, tmp_path: Path) -> Iterator[tuple[str, Path, str]]:
     """``rerank-bridge serve`` as deployed, with a rule for one scratch index; yields (url, config, index)."""
-    index = f"eval-test-bridge-{uuid.uuid4().hex[:8]}"
+    index = scratch_name("eval-bridge")
     config = tmp_path / "bridge.yaml"
     config.write_text(
         json.dumps(
@@ -104,7 +104,11 @@ def served_bridge(opensearch_url: str, tiny_model: Path, tmp_path: Path) -> Iter
     finally:
         process.terminate()
         process.wait(timeout=60)
-        urllib.request.urlopen(urllib.request.Request(f"{opensearch_url}/{index}*", method="DELETE")).read()
+        # Exact names only: every index the eval runs below load (the ruled one and f"{index}-unruled").
+        for name in (index, f"{index}-unruled"):
+            urllib.request.urlopen(
+                urllib.request.Request(f"{opensearch_url}/{name}?ignore_unavailable=true", method="DELETE")
+            ).read()
 
 
 @pytest.mark.engine

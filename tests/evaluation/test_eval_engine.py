@@ -7,7 +7,6 @@ import json
 import re
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import aiohttp
@@ -40,7 +39,7 @@ def tiny_collection(folder: Path, texts: list[str]) -> Path:
 
 def test_loading_is_idempotent(opensearch_url: str, tmp_path: Path) -> None:
     client = opensearch_client(UpstreamSettings(url=opensearch_url))
-    name = f"eval-test-{uuid.uuid4().hex[:8]}"
+    name = scratch_name("eval-idempotent")
     foreign = f"{name}-foreign"
     try:
         collection = load_collection(tiny_collection(tmp_path / "c", ["wing lift", "drag", "flutter"]))
@@ -69,7 +68,9 @@ def test_loading_is_idempotent(opensearch_url: str, tmp_path: Path) -> None:
         with pytest.raises(IndexingError, match="does not exist"):
             ensure_index(client, changed, f"{name}-absent", body, load=False)
     finally:
-        client.indices.delete(index=f"{name}*", ignore_unavailable=True)
+        # Exact names only: the index, the foreign one, and "-absent" (never created: load=False writes nothing).
+        for created in (name, foreign, f"{name}-absent"):
+            client.indices.delete(index=created, ignore_unavailable=True)
         client.close()
 
 
@@ -115,7 +116,7 @@ def test_eval_end_to_end_on_a_cranfield_slice(
     opensearch_url: str, shared_dir: Path, shared_model: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     out = tmp_path / "out"
-    index = scratch_name("eval-cranfield")
+    index = scratch_name("eval-cranfield-slice")
 
     def remove_index() -> None:
         client = opensearch_client(UpstreamSettings(url=opensearch_url))

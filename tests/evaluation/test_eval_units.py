@@ -240,12 +240,14 @@ class FakeReference:
 async def test_verify_sample_checks_order_scale_and_that_the_bridge_reranked() -> None:
     from bridge.evaluation.verify import verify_sample
 
-    hits = [{"_id": d, "_source": {"title": "", "text": "x" * n}} for d, n in (("a", 1), ("b", 3), ("c", 2))]
+    hits: list[dict[str, object]] = [
+        {"_id": d, "_source": {"title": "", "text": "x" * n}} for d, n in (("a", 1), ("b", 3), ("c", 2))
+    ]
 
     async def fetch_window(text: str) -> list[dict[str, object]]:
         return hits
 
-    sig = [apply_transform("sigmoid", v) for v in (3.0, 2.0, 1.0)]
+    sig: list[float | None] = [apply_transform("sigmoid", v) for v in (3.0, 2.0, 1.0)]
     answers = {
         "q1": Answer(ids=["b", "c", "a"], scores=sig, x_rerank="applied; model=m; window=3"),
         "q2": Answer(ids=["a", "b", "c"], scores=[sig[2], sig[0], sig[1]], x_rerank="applied; model=m; window=3"),
@@ -294,3 +296,97 @@ def test_eval_refuses_an_unreachable_hub_model_in_one_line_before_indexing(tmp_p
     assert len(lines) == 1, done.stderr
     assert "cannot reach the Hugging Face Hub" in lines[0] and "--local-dir" in lines[0]
     assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize(
+    ("given", "problem"),
+    [
+        ("http://bob:s3cr3t@127.0.0.1:99999", "invalid port"),
+        ("ftp://bob:s3cr3t@127.0.0.1:9200", "scheme"),
+        ("bob:s3cr3t@127.0.0.1:9200", "scheme"),  # no scheme: "bob" is taken for one
+        ("http://", "valid URL"),
+        ("http://bob:s3cr3t@127.0.0.1:9200", "credentials"),
+        ("http://127.0.0.1:9200/?pretty", "query"),
+    ],
+)
+def test_eval_bridge_flag_is_validated_and_never_shows_its_password(
+    given: str, problem: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checked like ``--upstream`` before anything else runs (the collection folder does not even exist): one
+    line naming the flag, and the URL's password nowhere."""
+    from bridge.evaluation.command import run_eval
+
+    parser = argparse.ArgumentParser()
+    add_eval_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["eval", str(tmp_path / "absent"), "--bridge", given, "--no-progress"])
+    assert run_eval(Settings(), args) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("rerank-bridge eval: --bridge: ") and problem in lines[0], lines[0]
+    assert "s3cr3t" not in captured.err + captured.out
+
+
+def test_eval_bridge_flag_keeps_a_valid_url_without_its_trailing_slash() -> None:
+    from bridge.evaluation.command import checked_bridge_url
+
+    assert checked_bridge_url("https://bridge.example:9300/") == "https://bridge.example:9300"
+    assert checked_bridge_url("http://127.0.0.1:9300/search-proxy/") == "http://127.0.0.1:9300/search-proxy"
+
+
+@pytest.mark.parametrize(
+    ("base", "kind"),
+    [
+        ("http://bob:s3cr3t@127.0.0.1:99999", "InvalidUrlClientError"),
+        ("bob:s3cr3t@127.0.0.1:9200", "NonHttpUrlClientError"),
+        ("ftp://bob:s3cr3t@127.0.0.1:9200", "NonHttpUrlClientError"),
+    ],
+)
+async def test_a_failed_bridge_request_in_eval_never_shows_url_credentials(base: str, kind: str) -> None:
+    """aiohttp's URL errors are the whole URL, userinfo included: the answer names the error and a masked URL."""
+    import aiohttp
+
+    from bridge.evaluation.runner import Searcher
+
+    async with aiohttp.ClientSession() as session:
+        answer, document = await Searcher(session, base, "idx", {}).search({"query": {"match_all": {}}})
+    assert document is None and answer.error is not None
+    assert answer.error.startswith(f"{kind}: ") and "127.0.0.1:" in answer.error, answer.error
+    assert "s3cr3t" not in answer.error and "bob" not in answer.error
+
+
+async def test_url_credentials_go_to_the_request_auth_and_never_meet_the_engine_authorization() -> None:
+    """userinfo in a base URL is sent as basic auth, never in the URL; with an Authorization header as well
+    the searcher refuses up front instead of letting aiohttp fail mid-run."""
+    import base64
+
+    import aiohttp
+    from aiohttp import web
+
+    from bridge.evaluation.runner import Searcher
+
+    seen: list[tuple[str, str | None]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append((str(request.rel_url), request.headers.get("Authorization")))
+        return web.json_response({"hits": {"hits": [{"_id": "a", "_score": 1.0}]}})
+
+    app = web.Application()
+    app.router.add_post("/idx/_search", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with aiohttp.ClientSession() as session:
+            searcher = Searcher(session, f"http://bob:s3cr3t@127.0.0.1:{port}/", "idx", {})
+            assert "s3cr3t" not in searcher.url
+            answer, _ = await searcher.search({})
+            assert answer.error is None and answer.ids == ["a"]
+            with pytest.raises(RunError, match="credentials") as refused:
+                Searcher(session, f"http://bob:s3cr3t@127.0.0.1:{port}", "idx", {"authorization": "Basic x"})
+            assert "s3cr3t" not in str(refused.value)
+    finally:
+        await runner.cleanup()
+    assert seen == [("/idx/_search", "Basic " + base64.b64encode(b"bob:s3cr3t").decode())]

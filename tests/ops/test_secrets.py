@@ -55,6 +55,12 @@ def check(tmp_path: Path, yaml_text: str, capsys: pytest.CaptureFixture[str]) ->
             "s3cret",
         ),
         ("models: {m: {source: x, remote: {url: 'http://tei', api_key: 12345678}}}\n", "api_key", "12345678"),
+        # A section written as a list or a string holds its secrets in the value the error would quote.
+        (f"upstream:\n  - url: http://127.0.0.1:9200\n  - password: {PASSWORD}\n", "upstream", PASSWORD),
+        (f"upstream: 'admin:{PASSWORD}'\n", "upstream", PASSWORD),
+        (f"models: {{m: {{source: x, remote: ['http://tei', {{api_key: {PASSWORD}}}]}}}}\n", "remote", PASSWORD),
+        # The host forgotten: the password reads as a port.
+        (f"upstream: {{url: 'http://admin:{PASSWORD}'}}\n", "upstream.url", PASSWORD),
     ],
 )
 def test_config_check_errors_name_the_field_but_never_a_secret_value(
@@ -64,6 +70,23 @@ def test_config_check_errors_name_the_field_but_never_a_secret_value(
     assert status == 2
     assert field in output
     assert secret not in output
+
+
+@pytest.mark.parametrize(
+    "yaml_text",
+    [
+        f'upstream:\n  password: "{PASSWORD}\n',  # unterminated quote
+        f"upstream:\n  password:\t{PASSWORD}\n",  # a tab
+        f"upstream: {{password: [{PASSWORD}, x\n",  # unclosed flow sequence
+    ],
+)
+def test_a_config_file_that_is_not_yaml_is_refused_without_quoting_its_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], yaml_text: str
+) -> None:
+    status, output = check(tmp_path, yaml_text, capsys)
+    assert status == 2
+    assert "not valid YAML" in output and "line " in output
+    assert PASSWORD not in output
 
 
 def test_config_check_still_shows_values_that_are_not_secret(

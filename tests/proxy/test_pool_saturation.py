@@ -120,3 +120,52 @@ async def test_a_client_that_does_not_read_lets_go_of_its_engine_connection(
         ("INFO", 499, "write_timeout")
     ]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_client_that_does_not_read_a_reranked_answer_is_let_go_and_logged_499(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A reranked answer is built whole by the bridge; it is written under the same client write timeout as a
+    streamed relay, so a client that never reads cannot pin it in memory, and is not logged as a 200."""
+    from tests.search.scripted_engine import WordScorer, hits_answer
+
+    pages = hits_answer([{"title": f"red car {i}", "pad": "x" * 50_000} for i in range(400)], 400)  # 20 MB
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        return web.json_response(pages)
+
+    runner, engine_url = await serve(handler)
+    caplog.set_level(logging.INFO)
+    settings = Settings(
+        upstream={"url": engine_url},
+        server={"client_write_timeout_s": 1.0},
+        models={"words": {"source": "unused"}},
+        rules=[{"indices": ["rr-*"], "fields": ["title"], "window": 400, "model": "words"}],
+    )
+    body = json.dumps({"size": 400, "query": {"match": {"title": "red car"}}}).encode()
+    try:
+        async with running_bridge(settings, {"words": WordScorer()}) as url:
+            port = int(url.rsplit(":", 1)[1])
+            sleeper = socket.socket()
+            sleeper.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sleeper.connect(("127.0.0.1", port))
+            sleeper.sendall(
+                b"POST /rr-docs/_search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )  # and never reads the answer
+            try:
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline and not _access_lines(caplog, "/rr-docs/_search"):
+                    await asyncio.sleep(0.1)
+            finally:
+                sleeper.close()
+    finally:
+        await runner.cleanup()
+    lines = _access_lines(caplog, "/rr-docs/_search")
+    assert [(r.__dict__["status"], r.__dict__.get("disconnect")) for r in lines] == [(499, "write_timeout")]
+    assert lines[0].__dict__.get("outcome") == "reranked"
+
+
+def _access_lines(caplog: pytest.LogCaptureFixture, path: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "bridge.access" and r.__dict__.get("path") == path]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import os
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 
 from bridge.search.filter_path import apply_filter_path
 from bridge.search.source_filter import SourceSpec, filter_source, parse_source_spec, widen
+from tests.indices import scratch_name
 
 pytestmark = pytest.mark.engine
 
@@ -131,7 +131,7 @@ def engine() -> Iterator[tuple[Any, str]]:
     from opensearchpy import OpenSearch
 
     client = OpenSearch(url, timeout=30)
-    index = f"bridge-source-filter-{uuid.uuid4().hex[:10]}"
+    index = scratch_name("source-filter")
     client.indices.create(
         index=index,
         body={
