@@ -14,14 +14,17 @@
 #        added from Maven Central (org.elasticsearch.plugin:*-client), so search
 #        templates and `join` fields work. No analysis-common, no painless.
 #
-# Usage: scripts/elasticsearch.sh {start|stop|wipe|url|status}
+# Usage: scripts/elasticsearch.sh {start|stop|wipe|url|status|check}
 #   start   download once (cached), start the node, wait until yellow, print URL
 #           (the node's data survives restarts; two starts at once are safe: they take
 #           a lock on the cache and on the port, and the second finds the first's node)
-#   stop    stop the node started by this script (pidfile) and wait until gone
+#   stop    stop the node started by this script (pidfile, checked to name this port's node)
+#           and wait until gone
 #   wipe    delete the (stopped) node's data: the only command that deletes indices
 #   url     print http://127.0.0.1:$ELASTICSEARCH_PORT
 #   status  print the cluster health; exit 0 when healthy, 3 when not
+#   check   exit 0 when `start` has what it needs (a healthy node, or a JDK and mvn unless
+#           cached); 4, naming what is missing, when not (CI installs it then)
 #
 # Environment:
 #   ELASTICSEARCH_PORT       HTTP port (default 9250); each port gets its own run dir

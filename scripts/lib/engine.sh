@@ -61,13 +61,35 @@ port_in_use() {
     (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null
 }
 
+is_this_node() {
+    # is_this_node PID: the process runs as the run dir's owner with this
+    # port's run dir on its command line (the node's home, config, tmp dir and
+    # pidfile all are). A live pid alone proves nothing: after a crash or a
+    # reboot the pidfile's number may name any process, and `stop`, often run
+    # as root, would kill it.
+    local pid="$1" owner
+    [ -d "/proc/$pid" ] || return 1
+    owner="$(stat -c %u "$RUN_DIR" 2>/dev/null)" || return 1
+    [ "$(stat -c %u "/proc/$pid" 2>/dev/null)" = "$owner" ] || return 1
+    grep -qzF -- "$RUN_DIR/" "/proc/$pid/cmdline" 2>/dev/null # -z: its arguments end in NULs
+}
+
 running_pid() {
-    # Prints the pid from the pidfile when that process is alive, so that
-    # stop/status only ever touch the node this script started on $PORT.
+    # Prints the pid from the pidfile when that process is this port's node,
+    # so that start/stop/status only ever touch the node this script started
+    # on $PORT. A pidfile naming a dead or foreign process is stale: removed.
+    # (An empty one is left alone: the node may be writing it right now.)
     local pid
     [ -f "$PID_FILE" ] || return 1
     pid="$(cat "$PID_FILE" 2>/dev/null || true)"
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    if is_this_node "$pid"; then
+        echo "$pid"
+        return 0
+    fi
+    log "removing the stale $PID_FILE: pid $pid is not the $ENGINE_NAME node of port $PORT"
+    rm -f "$PID_FILE" 2>/dev/null || true
+    return 1
 }
 
 # ---------------------------------------------------------------- Java
@@ -77,10 +99,10 @@ java_major() {
     "$1/bin/java" -version 2>&1 | awk -F'"' '/version/ { split($2, v, "."); print (v[1] == "1" ? v[2] : v[1]); exit }'
 }
 
-pick_java_home() {
+find_java_home() {
     # Both engines rely on the security manager (gone in Java 24) and have a
     # minimum Java, so an env JDK outside JAVA_MIN..JAVA_MAX falls back to
-    # /usr/lib/jvm's Java 17, then to the `java` on PATH.
+    # /usr/lib/jvm's Java 17, then to the `java` on PATH. Fails when none fits.
     local candidate major java_home_var="${ENGINE_ENV_PREFIX}_JAVA_HOME"
     for candidate in "${!java_home_var:-}" "${JAVA_HOME:-}" \
         /usr/lib/jvm/java-17-openjdk-amd64 /usr/lib/jvm/java-17-openjdk-arm64 /usr/lib/jvm/java-17-openjdk \
@@ -95,7 +117,11 @@ pick_java_home() {
         fi
         log "skipping JDK $candidate (Java $major; $ENGINE_NAME $ENGINE_VERSION needs $JAVA_MIN..$JAVA_MAX)"
     done
-    die "no Java $JAVA_MIN..$JAVA_MAX found; set $java_home_var"
+    return 1
+}
+
+pick_java_home() {
+    find_java_home || die "no Java $JAVA_MIN..$JAVA_MAX found; set ${ENGINE_ENV_PREFIX}_JAVA_HOME"
 }
 
 # ---------------------------------------------------------------- download
@@ -483,12 +509,15 @@ cmd_stop() {
         return 0
     fi
     log "stopping pid $pid"
-    kill -TERM "$pid" 2>/dev/null || true
+    if ! kill -TERM "$pid" 2>/dev/null; then
+        is_this_node "$pid" || { rm -f "$PID_FILE"; log "stopped"; return 0; } # gone meanwhile
+        die "cannot signal pid $pid (run stop as its owner or as root)"
+    fi
     for _ in $(seq 1 120); do # up to 60 s for a clean shutdown
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.5
     done
-    if kill -0 "$pid" 2>/dev/null; then
+    if is_this_node "$pid"; then # checked again: the pid may have been reused meanwhile
         log "pid $pid ignored SIGTERM; sending SIGKILL"
         kill -KILL "$pid" 2>/dev/null || true
         while kill -0 "$pid" 2>/dev/null; do sleep 0.2; done
@@ -505,6 +534,28 @@ cmd_wipe() {
     fi
     rm -rf "$RUN_DIR/data"
     log "deleted the data of the node on port $PORT ($RUN_DIR/data)"
+}
+
+cmd_check() {
+    # Exit 0 when `start` has what it needs here: a healthy node already on
+    # $URL (start just uses it), or a JDK in JAVA_MIN..JAVA_MAX plus `mvn`
+    # (unless the distribution is cached). Exit 4, naming what is missing,
+    # otherwise: CI installs those before starting. Changes nothing.
+    local missing=""
+    [ -z "${UNSUPPORTED_REASON:-}" ] || die "$UNSUPPORTED_REASON"
+    if healthy; then
+        log "a healthy $ENGINE_NAME answers at $URL: start needs nothing else"
+        return 0
+    fi
+    find_java_home >/dev/null || missing="a JDK $JAVA_MIN..$JAVA_MAX (or set ${ENGINE_ENV_PREFIX}_JAVA_HOME)"
+    if ! command -v mvn >/dev/null && ! distribution_is_current; then
+        missing="${missing:+$missing and }mvn (to download $ENGINE_NAME $ENGINE_VERSION once)"
+    fi
+    if [ -n "$missing" ]; then
+        log "start needs $missing"
+        return 4
+    fi
+    log "start has what it needs (a JDK $JAVA_MIN..$JAVA_MAX$(command -v mvn >/dev/null && echo ' and mvn'))"
 }
 
 cmd_status() {
@@ -533,8 +584,9 @@ main() {
     wipe) cmd_wipe ;;
     url) echo "$URL" ;;
     status) cmd_status ;;
+    check) cmd_check ;;
     *)
-        echo "usage: $0 {start|stop|wipe|url|status}" >&2
+        echo "usage: $0 {start|stop|wipe|url|status|check}" >&2
         exit 2
         ;;
     esac

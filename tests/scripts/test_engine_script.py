@@ -16,6 +16,7 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -270,6 +271,60 @@ def test_a_restart_keeps_the_nodes_data_and_only_wipe_deletes_it(engine: Engine)
     wiped = engine.run("wipe", port)
     assert wiped.returncode == 0, wiped.stderr
     assert not marker.exists()
+
+
+@contextmanager
+def stale_pidfile(engine: Engine, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """The pidfile a crashed node or a reboot leaves: its number now names an unrelated live process."""
+    run_dir = engine.run_root / str(port)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        (run_dir / "opensearch.pid").write_text(f"{other.pid}\n")
+        yield other
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_stale_pidfile_naming_another_process_is_never_killed(engine: Engine) -> None:
+    port = free_port()
+    with stale_pidfile(engine, port) as other:
+        stopped = engine.run("stop", port)
+        assert stopped.returncode == 0, stopped.stderr
+        assert other.poll() is None, "stop killed a process that is not the node"
+        assert "removing the stale" in stopped.stderr
+        assert not (engine.run_root / str(port) / "opensearch.pid").exists()
+
+
+def test_a_start_over_a_stale_pidfile_launches_its_own_node_at_once(engine: Engine) -> None:
+    port = free_port()
+    with stale_pidfile(engine, port) as other:
+        code, out, err = finish(engine.start(port, OPENSEARCH_START_TIMEOUT="10"))
+        assert code == 0, err
+        assert out.strip() == f"http://127.0.0.1:{port}"
+        assert "starting OpenSearch" in err  # not "waiting for it to become healthy" on the foreign pid
+        assert other.poll() is None
+        node_pid = int((engine.run_root / str(port) / "opensearch.pid").read_text())
+        assert node_pid != other.pid
+        assert engine.run("stop", port).returncode == 0
+        assert other.poll() is None
+
+
+def test_check_names_mvn_when_it_is_missing_and_nothing_is_cached(engine: Engine, tmp_path: Path) -> None:
+    """CI installs a JDK and Maven exactly when this check fails."""
+    no_mvn = tmp_path / "no-mvn"
+    no_mvn.mkdir()
+    for tool in Path("/usr/bin").iterdir():
+        if tool.name != "mvn":
+            (no_mvn / tool.name).symlink_to(tool)
+    port = free_port()
+    missing = engine.run("check", port, PATH=str(no_mvn))
+    assert missing.returncode == 4, missing.stderr
+    assert "start needs mvn" in missing.stderr
+    present = engine.run("check", port)
+    assert present.returncode == 0, present.stderr
+    assert not (engine.run_root / str(port)).exists(), "check must change nothing"
 
 
 def test_the_script_is_valid_bash() -> None:
