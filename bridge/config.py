@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from bridge.redact import hide_url_credentials
 from bridge.scoring.settings import ModelSettings
 
 
@@ -298,14 +298,6 @@ def _has_userinfo(url: object) -> bool:
 # Fields whose values never appear in an error message or in `config check`'s output.
 _SECRET_FIELDS = frozenset({"password", "api_key", "token", "secret"})
 # Greedy to the last "@": a password may hold an unencoded "@" or "/"; hiding too much is the safe side.
-_URL_USERINFO = re.compile(r"(?<=://)\S*@")
-
-
-def hide_url_credentials(text: str) -> str:
-    """``https://user:password@host`` as ``https://***@host``, anywhere in ``text``."""
-    return _URL_USERINFO.sub("***@", text)
-
-
 def describe_validation_error(
     error: ValidationError,
     prefix: tuple[str, ...] = (),
@@ -346,13 +338,11 @@ _SECTION_ERRORS = frozenset({"model_type", "model_attributes_type", "dict_type",
 
 
 def _may_hold_credentials(url: str) -> bool:
-    """``user:password@host`` without a scheme, or ``scheme://user:password`` with the host forgotten (the
-    password then reads as a port)."""
+    """``scheme://user:password`` with the host forgotten: the password then reads as a port, and no ``@`` tells
+    :func:`hide_url_credentials` it is one."""
     authority = url.strip('"').split("://", 1)[-1].split("/", 1)[0]
-    if "@" in authority.replace("***@", ""):
-        return True
     _, colon, port = authority.rpartition(":")
-    return bool(colon) and not port.isdigit()
+    return bool(colon) and not port.isdigit() and "@" not in authority
 
 
 def _yaml_problem(error: yaml.YAMLError) -> str:

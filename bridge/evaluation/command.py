@@ -25,7 +25,6 @@ from bridge.config import (
     RuleSettings,
     Settings,
     describe_validation_error,
-    hide_url_credentials,
 )
 from bridge.engine_access import opensearch_client, ssl_context
 from bridge.evaluation.collection import Collection, CollectionError, load_collection
@@ -50,6 +49,7 @@ from bridge.evaluation.runner import (
     run_paired,
 )
 from bridge.evaluation.verify import TOLERANCES, ReferenceScorer, VerifyReport, sample, verify_sample
+from bridge.redact import hide_url_credentials
 from bridge.scoring.settings import ModelSettings
 
 EVAL_MODEL = "eval"
@@ -189,9 +189,7 @@ def checked_bridge_url(given: str) -> str:
         url = TypeAdapter(HttpUrl).validate_python(given)
     except ValidationError as error:
         problem = error.errors()[0]["msg"]
-        shown = hide_url_credentials(given)
-        value = f" (got {shown})" if "@" not in shown.replace("://***@", "") else " (the value is not shown)"
-        raise ConfigError(f"--bridge: {problem}{value}") from None
+        raise ConfigError(f"--bridge: {problem} (got {hide_url_credentials(given)})") from None
     if url.username is not None or url.password is not None:
         raise ConfigError(
             "--bridge: credentials in the URL are not accepted; the bridge is sent the engine's credentials "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import ssl
 import time
@@ -11,12 +10,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
 
-from bridge.config import UpstreamSettings, hide_url_credentials
+from bridge.config import UpstreamSettings
 from bridge.engine_access import credential_headers
+from bridge.redact import hide_url_credentials
 
 PLACEHOLDER = "{{query_text}}"
 QUERY_TYPES = ("best_fields", "most_fields", "cross_fields", "phrase", "phrase_prefix", "bool_prefix")
@@ -110,16 +109,8 @@ class Searcher:
         ssl_context: ssl.SSLContext | bool | None = None,
     ) -> None:
         self.session = session
-        base, authorization = split_url_credentials(base_url)
-        self.url = f"{base.rstrip('/')}/{index}/_search"
+        self.url = f"{base_url.rstrip('/')}/{index}/_search"
         self.headers = dict(headers)
-        if authorization is not None:
-            if any(name.lower() == "authorization" for name in self.headers):
-                raise RunError(
-                    f"{masked_url(self.url)}: credentials in the URL and the engine's Authorization header as "
-                    "well; give one (the URL without user:password@, or no upstream credentials)"
-                )
-            self.headers["Authorization"] = authorization
         self.ssl = ssl_context if ssl_context is not None else True
 
     async def search(self, body: Mapping[str, Any]) -> tuple[Answer, dict[str, Any] | None]:
@@ -151,33 +142,13 @@ class Searcher:
         return answer, document
 
 
-def split_url_credentials(url: str) -> tuple[str, str | None]:
-    """``http://user:pw@host`` as ``http://host`` plus a basic ``Authorization`` value: the password then travels
-    in that header only, never in a URL that an error message or a report could repeat."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url, None
-    userinfo, host = parts.netloc.rsplit("@", 1)
-    user, _, password = userinfo.partition(":")
-    token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
-    return urlunsplit(parts._replace(netloc=host)), f"Basic {token}"
-
-
-def masked_url(url: str) -> str:
-    """The URL with any userinfo shown as ``***``, with or without a scheme (``user:pw@host`` has none)."""
-    shown = hide_url_credentials(url)
-    if "@" in shown.replace("://***@", ""):
-        shown = "***@" + shown.rsplit("@", 1)[1]
-    return shown
-
-
 def describe_request_error(error: BaseException, url: str) -> str:
     """The error's type and what went wrong, from a masked URL: aiohttp's URL errors are the raw URL itself,
     password included, so their text is never shown."""
     kind = type(error).__name__
     if isinstance(error, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)):
-        return f"{kind}: {masked_url(url)}"
-    detail = hide_url_credentials(str(error).replace(url, masked_url(url)))
+        return f"{kind}: {hide_url_credentials(url)}"
+    detail = hide_url_credentials(str(error).replace(url, hide_url_credentials(url)))
     return f"{kind}: {detail}" if detail else kind
 
 

@@ -9,10 +9,10 @@ same failure.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from bridge.redact import hide_url_credentials  # a mirror's HF_ENDPOINT may carry user:token@
 from bridge.scoring.settings import ModelSettings
 
 # How long the one request that asks the Hub whether it can serve the model may take.
@@ -135,7 +135,7 @@ def _hub_check(name: str, repo_id: str, revision: str | None) -> SourceCheck:
     except (RepositoryNotFoundError, GatedRepoError) as error:
         kind = "is gated (accept its terms, log in)" if isinstance(error, GatedRepoError) else "was not found"
         return SourceCheck(
-            f"{repo_id} {kind} on the Hugging Face Hub ({_without_userinfo(constants.ENDPOINT)})"
+            f"{repo_id} {kind} on the Hugging Face Hub ({hide_url_credentials(constants.ENDPOINT)})"
         )
     except RevisionNotFoundError:
         return SourceCheck(f"{repo_id} has no revision {revision!r} on the Hugging Face Hub")
@@ -144,17 +144,10 @@ def _hub_check(name: str, repo_id: str, revision: str | None) -> SourceCheck:
     except Exception as error:  # connection refused, DNS, timeouts, proxies, 5xx: the Hub is not usable now
         if is_cached:
             return SourceCheck(local_files_only=True)
-        reason = _without_userinfo(str(error).splitlines()[0]) if str(error) else type(error).__name__
+        reason = hide_url_credentials(str(error).splitlines()[0]) if str(error) else type(error).__name__
         return SourceCheck(
-            f"cannot reach the Hugging Face Hub at {_without_userinfo(constants.ENDPOINT)} for {repo_id} ({reason}) "
+            f"cannot reach the Hugging Face Hub at {hide_url_credentials(constants.ENDPOINT)} for {repo_id} ({reason}) "
             f"and it is not in the local cache: {advice}"
         )
     return SourceCheck()
 
-
-_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
-
-
-def _without_userinfo(text: str) -> str:
-    """A mirror's ``HF_ENDPOINT`` may carry ``user:token@``: never in a message."""
-    return _USERINFO.sub("***@", text)

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
-from yarl import URL
 
+from bridge.redact import hide_url_credentials
 from bridge.scoring.base import GuardedObserver, ModelConfigError, ScoringError, ScoringObserver
 from bridge.scoring.cache import ScoreCache, score_through_cache
 from bridge.scoring.settings import ModelSettings, RemoteSettings
@@ -88,7 +88,7 @@ class RemoteScorer:
         if not self._url.endswith("/rerank"):
             self._url += "/rerank"
         # What logs and errors name: the URL without any user:password it may carry.
-        self._where = str(URL(self._url).with_user(None))
+        self._where = hide_url_credentials(self._url)
         retries = self.remote.retries
         self._deadline = self.remote.deadline_s or self.remote.timeout_s * (retries + 1)
         self._observer: ScoringObserver = GuardedObserver(observer)

@@ -1,0 +1,18 @@
+"""Credentials out of any text the bridge shows: one rule for config messages, eval reports and the scorers.
+
+A leaf module (no imports of the bridge's own), so every layer can use it.
+"""
+
+from __future__ import annotations
+
+import re
+
+# ``scheme://user:password@`` (anything up to the last ``@`` of a URL), and ``user:password@host`` without a
+# scheme, which is how a URL with credentials looks when someone forgets the ``https://``.
+_USERINFO = re.compile(r"(?<=://)[^\s\"']*@|(?<![\w/:.@-])[^\s\"'/:@]+:[^\s\"'/@]*@")
+
+
+def hide_url_credentials(text: str) -> str:
+    """``https://user:password@host`` as ``https://***@host`` (and ``user:pw@host`` as ``***@host``), anywhere in
+    ``text``."""
+    return _USERINFO.sub("***@", text)
