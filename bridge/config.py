@@ -297,7 +297,6 @@ def _has_userinfo(url: object) -> bool:
 
 # Fields whose values never appear in an error message or in `config check`'s output.
 _SECRET_FIELDS = frozenset({"password", "api_key", "token", "secret"})
-# Greedy to the last "@": a password may hold an unencoded "@" or "/"; hiding too much is the safe side.
 def describe_validation_error(
     error: ValidationError,
     prefix: tuple[str, ...] = (),

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import re
 
-# ``scheme://user:password@`` (anything up to the last ``@`` of a URL), and ``user:password@host`` without a
+# ``scheme://user:password@`` (greedy to the last ``@``: a password may hold an unencoded ``@`` or ``/``, and hiding
+# too much is the safe side), and ``user:password@host`` without a
 # scheme, which is how a URL with credentials looks when someone forgets the ``https://``.
 _USERINFO = re.compile(r"(?<=://)[^\s\"']*@|(?<![\w/:.@-])[^\s\"'/:@]+:[^\s\"'/@]*@")
 

@@ -58,14 +58,9 @@ def engine_shaped_errors(handler: Handler) -> Handler:
             response = error.to_response()
         except (web.HTTPException, ClientDisconnected):
             raise
-        except ConnectionError as error:
-            if not _client_gone(request):
-                log.exception("unexpected failure", extra={"path": request.path, "method": request.method})
-                return error_response(
-                    502, "bridge_exception", "the bridge failed to handle this request; see its log"
-                )
-            raise ClientDisconnected(web.Response(status=499), "closed") from error
-        except Exception:
+        except Exception as error:
+            if isinstance(error, ConnectionError) and _client_gone(request):
+                raise ClientDisconnected(web.Response(status=499), "closed") from error
             log.exception("unexpected failure", extra={"path": request.path, "method": request.method})
             return error_response(
                 502, "bridge_exception", "the bridge failed to handle this request; see its log"
