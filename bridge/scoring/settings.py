@@ -32,6 +32,11 @@ class ModelSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     source: str = Field(..., description="Hugging Face Hub id or local directory")
+    aliases: list[str] = Field(
+        default_factory=list,
+        description="other names requests may use for this model: an OpenSearch ml-commons model_id, "
+        "an Elastic inference_id",
+    )
     revision: str | None = None
     trust_remote_code: bool = False
     device: str = Field("auto", description="auto (cuda, mps, cpu), or a torch device such as cuda:1")

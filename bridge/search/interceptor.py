@@ -16,6 +16,7 @@ from bridge.search.apis.msearch import msearch, msearch_template
 from bridge.search.apis.search import search, search_template
 from bridge.search.body import read_search_body
 from bridge.search.call import SearchCall
+from bridge.search.dialects import may_apply
 from bridge.search.endpoints import SearchAPI, SearchEndpoint
 from bridge.search.engine import Deadline, Engine, EngineClient
 from bridge.search.request import QueryString
@@ -103,7 +104,7 @@ class SearchInterceptor:
 
 def _passthrough_reason(settings: Settings, call: SearchCall) -> str | None:
     """Why no rule can apply when the request does not opt in: relayed unparsed (the common, cheap case)."""
-    if call.query.has("rerank") or b"rerank" in call.body.text:
+    if call.query.has("rerank") or b"rerank" in call.body.text or may_apply(settings, call.query, call.body.text):
         return None
     if call.endpoint.api in (SearchAPI.MSEARCH, SearchAPI.MSEARCH_TEMPLATE):
         # Items name their own indices; only no rules at all rules them all out.

@@ -9,6 +9,7 @@ from typing import Any
 
 from bridge.config import RuleSettings, Settings
 from bridge.errors import bad_request
+from bridge.search.dialects import translate
 from bridge.search.json_codec import scrub_surrogates
 from bridge.search.query_text import extract_query_text, query_text_from_uri
 from bridge.search.request import QueryString, RerankOptions, take_rerank_options
@@ -184,8 +185,10 @@ def plan_search(
     template_params: Mapping[str, Any] | None = None,
 ) -> Plan | Skip:
     """Decide for one search; raises engine-shaped 400s only for the bridge's own parameters."""
-    options, body = take_rerank_options(body, query)
-    changed = options != RerankOptions() and body is not None
+    translated = translate(settings, index, query, body)
+    query = translated.query
+    options, body = take_rerank_options(translated.body, query)
+    changed = translated.changed or (options != RerankOptions() and body is not None)
     clean_query = query.without({"rerank"})
 
     def skip(reason: str) -> Skip:
