@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Relevance on the shared test collections: BM25 straight from the engine vs reranked through the bridge.
 #
-# Runs `rerank-bridge eval` on every collection in ../shared/collections/ with every model in ../shared/models/,
-# then prints one summary table (with each collection README's reference BM25 NDCG@10 next to ours).
+# Runs `rerank-bridge eval` on every collection in ../shared/collections/ with every model in ../shared/models/
+# (cross-encoders and sentence-transformers bi-encoders alike: eval's --kind auto tells them apart), each with the
+# combination modes `replace`, `linear` (alpha 0.5, min-max) and `rrf` unless --combine is given, then prints one
+# summary table, a row per mode (with each collection README's reference BM25 NDCG@10 next to ours).
 #
 # The index uses the settings that reproduce those reference figures: BM25 k1=0.9 b=0.4 and the `plain`
 # analyzer (lower-cased [a-z0-9] runs, no stemming, no stop words); the query is eval's default multi_match
@@ -28,6 +30,9 @@ PYTHON="${PYTHON:-python}"
 collections="${COLLECTIONS:-$(cd "$SHARED/collections" && for d in */; do [ -f "$d/qrels.tsv" ] && echo "${d%/}"; done)}"
 models="${MODELS:-$(cd "$SHARED/models" && for d in */; do [ -f "$d/config.json" ] && echo "${d%/}"; done)}"
 
+combine=(--combine replace,linear,rrf)
+for arg in "$@"; do case "$arg" in --combine|--combine=*) combine=() ;; esac; done
+
 status=0
 for model in $models; do
   for collection in $collections; do
@@ -38,7 +43,7 @@ for model in $models; do
     set +e
     (cd "$REPO" && "$PYTHON" -m bridge eval "$SHARED/collections/$collection" \
         --upstream "$UPSTREAM" --model "$SHARED/models/$model" --index "eval-$collection" \
-        --analyzer plain --bm25-k1 0.9 --bm25-b 0.4 --out "$dir" "$@")
+        --analyzer plain --bm25-k1 0.9 --bm25-b 0.4 --out "$dir" "${combine[@]}" "$@")
     rc=$?
     set -e
     printf '{"seconds": %d, "exit_code": %d}\n' "$((SECONDS - started))" "$rc" > "$dir/bench.json"
@@ -60,28 +65,37 @@ for report_file in sorted(out.glob("*/*/report.json")):
     found = re.search(r"BM25 sanity run[^=]*nDCG@10 = ([0-9]+\.[0-9]+)", readme.read_text(), re.S) if readme.exists() else None
     rows.append((report, bench, float(found.group(1)) if found else None))
 
-header = (f"{'collection':<10} {'model':<16} {'q':>4} {'win':>4} | {'ref':>5} {'NDCG@10 bm25→rr':>15} "
-          f"{'MRR@10 bm25→rr':>15} {'R@100 bm25→rr':>15} | {'W/T/L':>11} | {'p50/p95 bm25 ms':>15} "
-          f"{'p50/p95 rr ms':>15} | {'applied':>7} {'exact':>5} {'time':>6}")
+header = (f"{'collection':<10} {'model':<16} {'mode':<20} {'q':>4} {'win':>4} | {'ref':>5} {'NDCG@10 bm25→rr':>15} "
+          f"{'MRR@10 bm25→rr':>15} {'R@100 bm25→rr':>15} | {'W/T/L':>11} | {'p50/p95 rr ms':>15} | "
+          f"{'applied':>7} {'exact':>5} {'time':>6}")
 print()
 print(header)
 print("-" * len(header))
 for report, bench, reference in rows:
-    m = report["metrics"]
-    pair = lambda key: f"{m['bm25'][key]:.3f}→{m['reranked'][key]:.3f}"
-    lat = report["latency_ms"]
-    late = lambda path: f"{lat[path].get('p50', 0):.0f}/{lat[path].get('p95', 0):.0f}"
-    wtl = report["per_query_ndcg@10"]
-    x = report["bridge"]["x_rerank"]
+    bm25 = report["metrics"]["bm25"]
     verify = report.get("verify") or {}
-    print(f"{report['collection']['name']:<10} {report['model']['label'][:16]:<16} {report['run']['queries']:>4} "
-          f"{report['run']['window']:>4} | {reference if reference is not None else '-':>5} {pair('ndcg@10'):>15} "
-          f"{pair('mrr@10'):>15} {pair('recall@100'):>15} | "
-          f"{str(wtl['wins']) + '/' + str(wtl['ties']) + '/' + str(wtl['losses']):>11} | {late('bm25'):>15} {late('reranked'):>15} | "
-          f"{str(x['applied']) + '/' + str(x['total']):>7} {str(verify.get('agree', '-')) + '/' + str(verify.get('queries', '-')):>5} "
-          f"{bench.get('seconds', 0):>5.0f}s")
-print("\nref = the collection README's BM25 NDCG@10; rr = reranked through the bridge; W/T/L = per-query NDCG@10 "
-      "better/same/worse;\napplied = answers with X-Rerank: applied; exact = sampled windows equal to the model "
-      "applied directly (transformers fp32).")
+    for label, mode in report["modes"].items():
+        m = mode["metrics"]
+        pair = lambda key: f"{bm25[key]:.3f}→{m[key]:.3f}"
+        lat = mode["latency_ms"]
+        wtl = mode["per_query_ndcg@10"]
+        x = mode["x_rerank"]
+        exact = f"{verify.get('agree', '-')}/{verify.get('queries', '-')}" if label == next(iter(report["modes"])) else ""
+        print(f"{report['collection']['name']:<10} {report['model']['label'][:16]:<16} {label[:20]:<20} "
+              f"{report['run']['queries']:>4} {report['run']['window']:>4} | "
+              f"{reference if reference is not None else '-':>5} {pair('ndcg@10'):>15} {pair('mrr@10'):>15} "
+              f"{pair('recall@100'):>15} | {str(wtl['wins']) + '/' + str(wtl['ties']) + '/' + str(wtl['losses']):>11} | "
+              f"{lat.get('p50', 0):>7.0f}/{lat.get('p95', 0):<7.0f} | {str(x['applied']) + '/' + str(x['total']):>7} "
+              f"{exact:>5} {bench.get('seconds', 0):>5.0f}s")
+print("\nref = the collection README's BM25 NDCG@10; rr = the mode through the bridge; W/T/L = per-query NDCG@10 "
+      "better/same/worse than BM25;\napplied = answers with X-Rerank: applied; exact = sampled windows equal to the "
+      "model applied outside the bridge (first mode's row); a run's later modes read the bridge's score cache.")
+print(json.dumps({"runs": [
+    {"collection": report["collection"]["name"], "model": report["model"]["label"], "mode": label,
+     "queries": report["run"]["queries"], "window": report["run"]["window"],
+     "bm25": report["metrics"]["bm25"], "reranked": mode["metrics"], "change": mode["change"],
+     "wins_ties_losses": mode["per_query_ndcg@10"], "latency_ms": mode["latency_ms"]}
+    for report, _, _ in rows for label, mode in report["modes"].items()
+]}))
 PY
 exit $status

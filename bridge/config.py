@@ -116,8 +116,8 @@ class RuleSettings(BaseModel):
     separator: str = Field("\n", description="joins several fields and multi-valued fields")
     window: PositiveInt | None = Field(
         None,
-        description="hits fetched and reranked; default: 100 when the rule's model runs on a GPU (or remotely), "
-        "20 on a CPU, about what a CPU reranks within timeout_ms's 2 s",
+        description="hits fetched and reranked; default: 100 when the rule's model runs on a GPU (or remotely) "
+        "or is a bi-encoder, 20 for a cross-encoder on a CPU, about what a CPU reranks within timeout_ms's 2 s",
     )
     max_window: PositiveInt = Field(1000, description="cap on window, also for ext.rerank.window")
     model: str | None = Field(None, description="model name; default: the only or first configured model")
@@ -133,6 +133,29 @@ class RuleSettings(BaseModel):
         2000, description="rerank budget; beyond it the engine's order is answered"
     )
     enabled: bool = Field(True, description="false: matching searches rerank only when ext.rerank asks")
+    combine: Literal["replace", "linear", "rrf"] = Field(
+        "replace",
+        description="replace: the model's score; linear: alpha·norm(model) + (1-alpha)·norm(engine); "
+        "rrf: 1/(rank_constant + engine rank) + 1/(rank_constant + model rank)",
+    )
+    alpha: float = Field(0.5, ge=0, le=1, description="linear: the model's weight, the engine's is 1 - alpha")
+    normalization: Literal["min_max", "z_score", "none"] = Field(
+        "min_max", description="linear: how both scores are put on one scale over the window"
+    )
+    rank_constant: PositiveInt = Field(
+        60, description="rrf: k, as Elasticsearch's and OpenSearch's RRF name it"
+    )
+    min_score: float | None = Field(
+        None, allow_inf_nan=False, description="hits whose final score is below it leave the answer"
+    )
+    top_n: PositiveInt | None = Field(
+        None,
+        description="only the best n of the window are reranked; the rest keep the engine's order after them",
+    )
+    score_transform: Literal["none", "positive"] = Field(
+        "none",
+        description="positive: max(s, 0) + min(exp(s), 1) on the model score first (Elastic's normalisation)",
+    )
 
 
 class LimitsSettings(BaseModel):
@@ -151,6 +174,75 @@ class LimitsSettings(BaseModel):
     )
 
 
+class AsyncSearchSettings(BaseModel):
+    """Kibana's ``_async_search`` for searches the bridge reranks: results kept in memory, bounded, expiring."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="false: every _async_search request is relayed to the engine untouched")
+    max_entries: PositiveInt = Field(
+        1000, description="async searches kept at once (running or done); beyond it, 429 unless a done one can go"
+    )
+    max_bytes: PositiveInt = Field(
+        256 * 1024 * 1024, description="bytes of kept results in all; the oldest done results go first beyond it"
+    )
+    max_response_bytes: PositiveInt = Field(
+        10 * 1024 * 1024,
+        description="largest result kept (Elastic's search.max_async_search_response_size); beyond it, a 400",
+    )
+    max_keep_alive_s: float = Field(
+        5 * 24 * 3600.0, gt=0, description="cap on a request's keep_alive (Elastic's default keep_alive is 5d)"
+    )
+
+    @model_validator(mode="after")
+    def _response_fits(self) -> AsyncSearchSettings:
+        if self.max_response_bytes > self.max_bytes:
+            raise ValueError("async_search.max_response_bytes must not exceed async_search.max_bytes")
+        return self
+
+
+class SearchPipelineSettings(BaseModel):
+    """An OpenSearch search pipeline the bridge knows by id (``?search_pipeline=<id>``), written as OpenSearch's
+    ``PUT _search/pipeline/<id>`` body: its ``rerank`` processor with ``ml_opensearch`` runs in the bridge, with
+    the model its ``model_id`` names (a model name or alias); every other processor runs on the engine, sent as
+    an inline pipeline, so the engine need not have neural-search or ml-commons."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str | None = None
+    version: int | None = None
+    request_processors: list[dict[str, Any]] = Field(default_factory=list)
+    response_processors: list[dict[str, Any]] = Field(
+        ...,
+        min_length=1,
+        description="must hold one {rerank: {ml_opensearch: {model_id}, context: {document_fields}}}",
+    )
+    phase_results_processors: list[dict[str, Any]] = Field(default_factory=list)
+
+    def rerank_problem(self, models: Mapping[str, ModelSettings]) -> str | None:
+        """Why the bridge cannot apply this pipeline's rerank processor; None when it can."""
+        found = [
+            p["rerank"]
+            for p in self.response_processors
+            if isinstance(p.get("rerank"), dict) and "ml_opensearch" in p["rerank"]
+        ]
+        if len(found) != 1:
+            return f"needs exactly one rerank response processor with ml_opensearch, has {len(found)}"
+        rerank = found[0]
+        ml, context = rerank.get("ml_opensearch"), rerank.get("context")
+        model_id = ml.get("model_id") if isinstance(ml, dict) else None
+        if not isinstance(model_id, str):
+            return "rerank.ml_opensearch.model_id must be a string"
+        names = set(models).union(*(model.aliases for model in models.values()))
+        if model_id not in names:
+            known = ", ".join(sorted(names)) or "none configured"
+            return f"rerank.ml_opensearch.model_id: unknown model '{model_id}' (models and aliases: {known})"
+        fields = context.get("document_fields") if isinstance(context, dict) else None
+        if not isinstance(fields, list) or not fields or not all(isinstance(f, str) and f for f in fields):
+            return "rerank.context.document_fields must be a non-empty list of field names"
+        return None
+
+
 class Settings(BaseSettings):
     """Everything the bridge reads at start."""
 
@@ -163,6 +255,11 @@ class Settings(BaseSettings):
     models: dict[str, ModelSettings] = Field(default_factory=dict)
     rules: list[RuleSettings] = Field(default_factory=list)
     limits: LimitsSettings = LimitsSettings()
+    async_search: AsyncSearchSettings = AsyncSearchSettings()
+    search_pipelines: dict[str, SearchPipelineSettings] = Field(
+        default_factory=dict,
+        description="OpenSearch search pipelines by id whose rerank processor the bridge applies itself",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
     upstream_url: HttpUrl | None = Field(None, exclude=True, description="shorthand for upstream.url")
@@ -182,7 +279,24 @@ class Settings(BaseSettings):
                 raise ValueError(f"rules.{number}: a rule needs a model, but no models are configured")
             if rule.window is None:
                 rule.window = self.default_window(rule.model or next(iter(self.models)))
+        self._check_aliases()
+        for name, pipeline in self.search_pipelines.items():
+            problem = pipeline.rerank_problem(self.models)
+            if problem is not None:
+                raise ValueError(f"search_pipelines.{name}: {problem}")
         return self
+
+    def _check_aliases(self) -> None:
+        """A name a request may use (model_id, inference_id) must mean one model only."""
+        owner: dict[str, str] = {}
+        for model, settings in self.models.items():
+            for alias in settings.aliases:
+                if alias in self.models:
+                    raise ValueError(f"models.{model}.aliases: '{alias}' is the name of a model")
+                if alias in owner:
+                    where = "listed twice" if owner[alias] == model else f"also an alias of '{owner[alias]}'"
+                    raise ValueError(f"models.{model}.aliases: '{alias}' is {where}")
+                owner[alias] = model
 
     def default_window(self, model: str) -> int:
         """:func:`default_window` of a configured model, resolved once (it asks torch about the device)."""
@@ -215,8 +329,14 @@ def default_window(model: ModelSettings) -> int:
 
     Measured with a MiniLM-L6 cross-encoder on ~200-word abstracts, 2-core Xeon: float32 ~40 ms a passage, so 100
     passages take 4 s and fail open; 20 take 0.8 s. A GPU (or a remote server) takes 100 in a batch or two.
+
+    A bi-encoder gets 100 on any device: once its passages' vectors are cached a query costs one text's
+    encoding plus a dot product (``bench/semantic.py``, 20 NFCorpus queries x 100 passages, 2-core Xeon with AMX
+    under load: 11-17 ms, against 1.7-1.9 s bf16 and 4.5-6.8 s float32 for the cross-encoder). A cold window of
+    100 took 1.4-1.5 s (bf16, the default on AMX) to 4.0-4.4 s (float32); when it outlasts the budget the request
+    fails open but its passages' vectors are still finished and cached, so the following queries are fast.
     """
-    if model.remote is not None:
+    if model.remote is not None or model.kind == "bi-encoder":
         return GPU_WINDOW
     device = model.device.split(":", 1)[0]
     if device == "auto":

@@ -1,8 +1,9 @@
 """``rerank-bridge eval``: BM25 straight from the engine against the same queries reranked through the bridge.
 
-Given a BEIR-layout collection it loads the corpus into an index (once), runs every judged query both ways in
-one run, and reports NDCG@10, MRR@10 and Recall@100 for both, per-query win/tie/loss, latency, and a sampled
-check that the bridge applied the model exactly. Output: a table, ``report.json`` and ``ndcg_change.png``.
+Given a BEIR-layout collection it loads the corpus into an index (once), runs every judged query to the engine
+and through the bridge once per combination mode (``--combine replace,linear:0.5,rrf``), and reports NDCG@10,
+MRR@10 and Recall@100 for BM25 and each mode, per-query win/tie/loss against BM25, latency, and a sampled check
+that the bridge applied the model exactly. Output: a table, ``report.json`` and ``ndcg_change.png``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import json
 import re
 import sys
 import time
@@ -35,24 +37,37 @@ from bridge.evaluation.indexing import (
     ensure_index,
     index_body,
 )
-from bridge.evaluation.metrics import METRICS, evaluate, win_tie_loss
+from bridge.evaluation.metrics import METRICS, Evaluation, evaluate, win_tie_loss
+from bridge.evaluation.modes import SYNTAX, Mode, parse_modes
 from bridge.evaluation.report import plot_ndcg_change, table, write_json
 from bridge.evaluation.runner import (
     QUERY_TYPES,
-    PairedRun,
+    Answer,
+    ModeRun,
     QueryBuilder,
     RunError,
     Searcher,
     engine_headers,
     latency_summary,
     rerank_outcomes,
-    run_paired,
+    run_modes,
 )
-from bridge.evaluation.verify import TOLERANCES, ReferenceScorer, VerifyReport, sample, verify_sample
+from bridge.evaluation.verify import (
+    BI_ENCODER_TOLERANCES,
+    TOLERANCES,
+    BiEncoderReference,
+    Reference,
+    ReferenceScorer,
+    VerifyReport,
+    bi_encoder_reference_problem,
+    sample,
+    verify_sample,
+)
 from bridge.redact import hide_url_credentials
 from bridge.scoring.settings import ModelSettings
 
 EVAL_MODEL = "eval"
+KINDS = ("auto", "cross-encoder", "bi-encoder")
 
 
 def add_eval_parser(commands: Any) -> None:
@@ -73,6 +88,14 @@ def add_eval_parser(commands: Any) -> None:
     parser.add_argument("--model", default=None, metavar="NAME_OR_PATH",
                         help="a model named in the config, else a local directory or Hub id "
                              "(default: the config's first model)")
+    parser.add_argument("--kind", choices=KINDS, default="auto",
+                        help="the model's kind; auto: a configured model's own kind, else bi-encoder for a "
+                             "sentence-transformers directory whose modules.json has a Pooling module, "
+                             "else cross-encoder")
+    parser.add_argument("--combine", default=None, metavar="MODES",
+                        help=f"comma-separated combination modes compared in one run, each sent as ext.rerank "
+                             f"keys: {SYNTAX} (linear defaults 0.5:min_max, rrf 60; rule sends none). "
+                             f"Default: replace, or rule with --bridge (the running bridge's rules as they are)")
     parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16", "auto"), default="float32",
                         help="dtype the bridge runs the model in")
     parser.add_argument("--device", default=None, help="torch device for the model (default: the model's setting)")
@@ -131,9 +154,12 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     query_ids = collection.judged_queries(args.queries)
     index = args.index or default_index_name(collection)
-    model_name, model = resolve_model(settings, args.model, args.dtype, args.device)
+    modes = parse_modes(default_combine(args))
+    model_name, model = resolve_model(settings, args.model, args.dtype, args.device, args.kind)
     _check_model(model_name, model, args)
     builder = QueryBuilder(fields, args.depth, args.query_type, args.query_template)
+    for mode in modes:  # a template whose ext cannot take the mode's keys is refused before indexing
+        mode.body(builder.body("probe"))
 
     body = index_body(args.analyzer, args.bm25_k1, args.bm25_b, args.mapping)
     client = opensearch_client(settings.upstream, timeout_s=settings.upstream.timeout_s)
@@ -153,12 +179,14 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 
     bridge_settings = eval_settings(settings, index, model_name, model, fields, args.window, args.rerank_timeout_ms)
     outcome = asyncio.run(
-        _measure(settings, bridge_settings, args, collection, query_ids, index, builder, model_name, model, fields)
+        _measure(
+            settings, bridge_settings, args, collection, query_ids, index, builder, model_name, model, fields, modes
+        )
     )
     run, verify, timings = outcome
     report = build_report(
         collection, query_ids, args, indexed.action, indexed.documents, body, builder, model_name, model, run,
-        verify, fields,
+        verify, fields, modes,
     )
     report["timing_s"] = {"index": round(index_s, 2), **timings, "total": round(time.perf_counter() - started, 2)}
     out = args.out or Path("eval-out") / collection.name
@@ -179,6 +207,14 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise ValueError("--verify-sample must be 0 or more")
     if args.no_load and args.reindex:
         raise ValueError("--no-load and --reindex contradict each other")
+
+
+def default_combine(args: argparse.Namespace) -> str:
+    """``--combine`` as given; else ``replace`` in-process, and ``rule`` against a running ``--bridge``: its rules
+    decide, and an index they do not cover is reported as not reranked (``no_rule``) rather than asked to be."""
+    if args.combine is not None:
+        return str(args.combine)
+    return "rule" if args.bridge is not None else "replace"
 
 
 def checked_bridge_url(given: str) -> str:
@@ -225,9 +261,14 @@ def default_index_name(collection: Collection) -> str:
 
 
 def resolve_model(
-    settings: Settings, wanted: str | None, dtype: str, device: str | None
+    settings: Settings, wanted: str | None, dtype: str, device: str | None, kind: str = "auto"
 ) -> tuple[str, ModelSettings]:
-    """A configured model by name, else ``wanted`` as a directory or Hub id; dtype (and device) as asked."""
+    """A configured model by name, else ``wanted`` as a directory or Hub id; dtype (and device) as asked.
+
+    ``kind`` auto keeps a configured model's kind and detects a directory's or cached Hub model's
+    (:func:`detect_kind`); any other value is that kind.
+    """
+    configured = wanted is None or wanted in settings.models
     if wanted is None:
         name = settings.default_model()
         if name is None:
@@ -247,12 +288,47 @@ def resolve_model(
         name = EVAL_MODEL if EVAL_MODEL not in settings.models else f"{EVAL_MODEL}-model"
         model = ModelSettings(source=source)
     update: dict[str, Any] = {"dtype": dtype}
+    if kind != "auto":
+        update["kind"] = kind
+    elif not configured:
+        update["kind"] = detect_kind(model.source, model.revision)
     if device is not None:
         update["device"] = device
     try:  # validated like the config's own models
         return name, ModelSettings.model_validate({**model.model_dump(), **update})
     except ValidationError as error:
         raise ConfigError(describe_validation_error(error, prefix=("models", name))) from error
+
+
+def detect_kind(source: str, revision: str | None = None) -> str:
+    """``bi-encoder`` for a sentence-transformers embedding model, else ``cross-encoder``.
+
+    An embedding model's ``modules.json`` lists a ``Pooling`` module (how token vectors become one sentence
+    vector); a cross-encoder has none. A Hub id is looked up in the local Hugging Face cache only (eval never
+    downloads to decide); a Hub model not cached there counts as a cross-encoder, and ``--kind`` says otherwise.
+    """
+    path = Path(source).expanduser()
+    modules_file: Path | None = path / "modules.json" if path.is_dir() else None
+    if modules_file is None:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(source, "modules.json", revision=revision)
+        except Exception:  # an id the cache cannot parse: nothing cached
+            cached = None
+        modules_file = Path(cached) if isinstance(cached, str) else None
+    if modules_file is None or not modules_file.is_file():
+        return "cross-encoder"
+    try:
+        modules = json.loads(modules_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "cross-encoder"
+    if isinstance(modules, list) and any(
+        isinstance(module, dict) and str(module.get("type", "")).rsplit(".", 1)[-1] == "Pooling"
+        for module in modules
+    ):
+        return "bi-encoder"
+    return "cross-encoder"
 
 
 def eval_settings(
@@ -306,7 +382,8 @@ async def _measure(
     model_name: str,
     model: ModelSettings,
     fields: list[str],
-) -> tuple[PairedRun, VerifyReport | None, dict[str, float]]:
+    modes: list[Mode],
+) -> tuple[ModeRun, VerifyReport | str | None, dict[str, float]]:
     import aiohttp
     from tqdm import tqdm
 
@@ -318,14 +395,17 @@ async def _measure(
             engine = Searcher(session, str(settings.upstream.url), index, headers, ssl_context(settings.upstream))
             bridge = Searcher(session, bridge_url, index, headers)
             queries = {query_id: collection.queries[query_id] for query_id in query_ids}
-            await _warm_up(engine, bridge, builder, next(iter(queries.values())))
-            with tqdm(total=len(queries), unit="query", desc="BM25 + reranked", disable=args.no_progress) as bar:
-                run = await run_paired(queries, builder, engine, bridge, args.concurrency, lambda: bar.update(1))
+            await _warm_up(engine, bridge, builder, modes, next(iter(queries.values())))
+            label = "BM25 + " + ", ".join(mode.label for mode in modes)
+            with tqdm(total=len(queries), unit="query", desc=label, disable=args.no_progress) as bar:
+                run = await run_modes(
+                    queries, builder, engine, bridge, modes, args.concurrency, lambda: bar.update(1)
+                )
             timings["runs"] = round(run.wall_s, 2)
-            verify: VerifyReport | None = None
+            verify: VerifyReport | str | None = None
             if args.verify_sample:
                 started = time.perf_counter()
-                verify = await _verify(args, queries, run, engine, builder, model, fields)
+                verify = await _verify(args, queries, run, engine, bridge, builder, model, fields, modes)
                 timings["verify"] = round(time.perf_counter() - started, 2)
     return run, verify, timings
 
@@ -341,35 +421,57 @@ async def _bridge_url(given: str | None, settings: Settings, timings: dict[str, 
         yield url
 
 
-async def _warm_up(engine: Searcher, bridge: Searcher, builder: QueryBuilder, text: str) -> None:
-    """One untimed search each way (connections, caches, the model's first call); a different text, so the
-    bridge's score cache holds nothing the timed run asks for."""
+async def _warm_up(
+    engine: Searcher, bridge: Searcher, builder: QueryBuilder, modes: list[Mode], text: str
+) -> None:
+    """One untimed search to the engine and one per mode (connections, caches, the model's first call); a
+    different text, so the bridge's score cache holds nothing the timed run asks for."""
     body = builder.body(f"{text} warm up")
-    for searcher in (engine, bridge):
-        answer, _ = await searcher.search(body)
+    searches = [(engine, body)] + [(bridge, mode.body(body)) for mode in modes]
+    for searcher, sent in searches:
+        answer, _ = await searcher.search(sent)
         if answer.error is not None:
             raise RunError(f"warm-up search to {hide_url_credentials(searcher.url)} failed: {answer.error}")
+
+
+REPLACE = Mode("replace", "replace", {"combine": "replace"})
 
 
 async def _verify(
     args: argparse.Namespace,
     queries: dict[str, str],
-    run: PairedRun,
+    run: ModeRun,
     engine: Searcher,
+    bridge: Searcher,
     builder: QueryBuilder,
     model: ModelSettings,
     fields: list[str],
-) -> VerifyReport:
+    modes: list[Mode],
+) -> VerifyReport | str:
+    """The exactness sample, on ``replace`` answers (the model's own order); when the run has no replace mode,
+    the sampled queries are asked once more with ``combine: replace`` (scores cached: cheap, and not timed).
+    A string is the reason the check was skipped."""
     if model.remote is not None:
         print("note: the model scores remotely; the exactness check loads its source locally", file=sys.stderr)
-    reference = await asyncio.to_thread(
-        ReferenceScorer,
-        model.source,
-        max_length=model.max_length,
-        revision=model.revision,
-        trust_remote_code=model.trust_remote_code,
-        label=model.label,
-    )
+    reference: Reference
+    if model.kind == "bi-encoder":
+        problem = bi_encoder_reference_problem()
+        if problem is not None:
+            print(f"note: exactness check skipped: {problem}", file=sys.stderr)
+            return problem
+        similarity = model.similarity if model.similarity != "auto" else None
+        reference = await asyncio.to_thread(
+            BiEncoderReference, model.source, max_length=model.max_length, revision=model.revision,
+            trust_remote_code=model.trust_remote_code, similarity=similarity,
+        )
+        tolerances = BI_ENCODER_TOLERANCES
+    else:
+        reference = await asyncio.to_thread(
+            ReferenceScorer, model.source, max_length=model.max_length, revision=model.revision,
+            trust_remote_code=model.trust_remote_code, label=model.label,
+        )
+        tolerances = TOLERANCES
+
     async def fetch_window(text: str) -> list[dict[str, Any]]:
         body = builder.body(text)
         body["size"] = args.window
@@ -380,11 +482,19 @@ async def _verify(
         hits: list[dict[str, Any]] = document["hits"]["hits"]
         return hits
 
-    answered = [q for q in queries if run.bridge[q].error is None]
-    tolerance = args.verify_tolerance if args.verify_tolerance is not None else TOLERANCES[args.dtype]
-    return await verify_sample(
-        sample(answered, args.verify_sample), queries, run.bridge, fetch_window, reference, fields, "\n", tolerance
-    )
+    replace = next((mode for mode in modes if mode.combine == "replace" and mode.keys), None)
+    answers: dict[str, Answer]
+    if replace is not None:
+        answers = run.modes[replace.label]
+        chosen = sample([q for q in queries if answers[q].error is None], args.verify_sample)
+    else:
+        first = run.modes[modes[0].label]
+        chosen = sample([q for q in queries if first[q].error is None], args.verify_sample)
+        answers = {}
+        for query_id in chosen:
+            answers[query_id], _ = await bridge.search(REPLACE.body(builder.body(queries[query_id])))
+    tolerance = args.verify_tolerance if args.verify_tolerance is not None else tolerances[args.dtype]
+    return await verify_sample(chosen, queries, answers, fetch_window, reference, fields, "\n", tolerance)
 
 
 def build_report(
@@ -397,24 +507,47 @@ def build_report(
     builder: QueryBuilder,
     model_name: str,
     model: ModelSettings,
-    run: PairedRun,
-    verify: VerifyReport | None,
+    run: ModeRun,
+    verify: VerifyReport | str | None,
     fields: list[str],
+    modes: list[Mode],
 ) -> dict[str, Any]:
-    """Everything the table, the JSON file and the plot show."""
+    """Everything the table, the JSON file and the plot show.
+
+    ``modes`` holds every mode's figures. The top-level ``reranked`` entries repeat the first mode's, so that
+    scripts written for one mode per run keep working.
+    """
     bm25 = evaluate(collection.qrels, {q: run.engine[q].ids for q in query_ids}, args.gain)
-    reranked = evaluate(collection.qrels, {q: run.bridge[q].ids for q in query_ids}, args.gain)
+    evaluated: dict[str, Evaluation] = {
+        mode.label: evaluate(collection.qrels, {q: run.modes[mode.label][q].ids for q in query_ids}, args.gain)
+        for mode in modes
+    }
     similarity = body.get("settings", {}).get("index", {}).get("similarity", {}).get("default", {})
+    paths: list[tuple[str, dict[str, Answer]]] = [("bm25", run.engine)]
+    paths += [(mode.label, run.modes[mode.label]) for mode in modes]
+    first = modes[0].label
+    mode_reports = {
+        mode.label: _mode_report(mode, position, evaluated[mode.label], bm25, run.modes[mode.label], query_ids, args,
+                                 model)
+        for position, mode in enumerate(modes)
+    }
     errors = {
         "bm25": sum(run.engine[q].error is not None for q in query_ids),
-        "reranked": sum(run.bridge[q].error is not None for q in query_ids),
+        "reranked": mode_reports[first]["errors"],
+        "modes": {label: entry["errors"] for label, entry in mode_reports.items()},
         "examples": [
             {"query_id": q, "path": path, "error": answers[q].error}
-            for path, answers in (("bm25", run.engine), ("reranked", run.bridge))
+            for path, answers in paths
             for q in query_ids
             if answers[q].error is not None
         ][:5],
     }
+    if isinstance(verify, VerifyReport):
+        verify_entry: dict[str, Any] | None = verify.as_dict()
+    elif isinstance(verify, str):
+        verify_entry = {"skipped": verify}
+    else:
+        verify_entry = None
     return {
         "tool": "rerank-bridge eval",
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -438,16 +571,18 @@ def build_report(
         "model": {
             "name": model_name,
             "label": Path(model.source).name if model_name.startswith(EVAL_MODEL) else model_name,
+            "kind": model.kind,
             "source": model.source,
             "dtype": model.dtype,
             "device": model.device,
             "max_length": model.max_length,
+            "cache_size": model.cache_size if args.bridge is None else None,
         },
         "bridge": {
             "mode": "external" if args.bridge else "in-process",
             "url": args.bridge,
             "fields": fields,
-            "x_rerank": rerank_outcomes({q: run.bridge[q] for q in query_ids}),
+            "x_rerank": mode_reports[first]["x_rerank"],
         },
         "run": {
             "queries": len(query_ids),
@@ -455,29 +590,71 @@ def build_report(
             "depth": args.depth,
             "concurrency": args.concurrency,
             "gain": args.gain,
+            "combine": [mode.label for mode in modes],
             "metrics_library": _library_version(),
+            "latency_note": LATENCY_NOTE,
         },
-        "metrics": {"bm25": _rounded(bm25.means), "reranked": _rounded(reranked.means)},
-        "change": {m: round(reranked.means[m] - bm25.means[m], 6) for m in METRICS},
-        "per_query_ndcg@10": win_tie_loss(bm25.per_query, reranked.per_query, "ndcg@10"),
+        "metrics": {"bm25": _rounded(bm25.means), "reranked": mode_reports[first]["metrics"]},
+        "change": mode_reports[first]["change"],
+        "per_query_ndcg@10": mode_reports[first]["per_query_ndcg@10"],
         "latency_ms": {
             "bm25": latency_summary({q: run.engine[q] for q in query_ids}),
-            "reranked": latency_summary({q: run.bridge[q] for q in query_ids}),
+            "reranked": mode_reports[first]["latency_ms"],
         },
+        "modes": mode_reports,
         "errors": errors,
-        "verify": verify.as_dict() if verify is not None else None,
+        "verify": verify_entry,
         "per_query": {
             q: {
                 "bm25": _rounded(bm25.per_query[q]),
-                "reranked": _rounded(reranked.per_query[q]),
-                "latency_ms": {
-                    "bm25": round(run.engine[q].latency_ms, 2),
-                    "reranked": round(run.bridge[q].latency_ms, 2),
+                "reranked": _rounded(evaluated[first].per_query[q]),
+                "modes": {label: _rounded(evaluated[label].per_query[q]) for label in evaluated},
+                "latency_ms": {path: round(answers[q].latency_ms, 2) for path, answers in paths},
+                "rerank_ms": {
+                    label: run.modes[label][q].rerank_ms for label in evaluated
                 },
-                "x_rerank": run.bridge[q].x_rerank,
+                "x_rerank": {label: run.modes[label][q].x_rerank for label in evaluated},
             }
             for q in query_ids
         },
+    }
+
+
+LATENCY_NOTE = (
+    "client-side per search; a query's modes run back to back, so the first mode pays for the model and the "
+    "later ones are served by the bridge's score cache (scores_from); rerank_ms is the bridge's own "
+    "Server-Timing rerank duration: the model's time for the first mode"
+)
+
+
+def _mode_report(
+    mode: Mode,
+    position: int,
+    evaluated: Evaluation,
+    bm25: Evaluation,
+    answers: dict[str, Answer],
+    query_ids: list[str],
+    args: argparse.Namespace,
+    model: ModelSettings,
+) -> dict[str, Any]:
+    """One mode's figures: metrics, change against BM25, win/tie/loss, latency and where its scores came from."""
+    if position == 0:
+        scores_from = "model"
+    elif args.bridge is not None:
+        scores_from = "score cache, if the bridge keeps one"
+    else:
+        scores_from = "score cache" if model.cache_size > 0 else "model"
+    chosen = {q: answers[q] for q in query_ids}
+    return {
+        **mode.describe(),
+        "metrics": _rounded(evaluated.means),
+        "change": {m: round(evaluated.means[m] - bm25.means[m], 6) for m in METRICS},
+        "per_query_ndcg@10": win_tie_loss(bm25.per_query, evaluated.per_query, "ndcg@10"),
+        "latency_ms": latency_summary(chosen),
+        "rerank_ms": latency_summary(chosen, of="rerank_ms"),
+        "scores_from": scores_from,
+        "x_rerank": rerank_outcomes(chosen),
+        "errors": sum(answer.error is not None for answer in chosen.values()),
     }
 
 
@@ -496,13 +673,16 @@ def _library_version() -> str:
 
 def _exit_code(report: dict[str, Any]) -> int:
     problems = []
-    if report["errors"]["bm25"] or report["errors"]["reranked"]:
+    if report["errors"]["bm25"] or any(report["errors"]["modes"].values()):
         problems.append("some searches failed")
-    outcomes = report["bridge"]["x_rerank"]
-    if outcomes["applied"] != outcomes["total"]:
-        problems.append(f"the bridge reranked {outcomes['applied']} of {outcomes['total']} queries")
+    several = len(report["modes"]) > 1
+    for label, entry in report["modes"].items():
+        outcomes = entry["x_rerank"]
+        if outcomes["applied"] != outcomes["total"]:
+            where = f" with {label}" if several else ""
+            problems.append(f"the bridge reranked {outcomes['applied']} of {outcomes['total']} queries{where}")
     verify = report.get("verify")
-    if verify and not verify["all_agree"]:
+    if verify and "skipped" not in verify and not verify["all_agree"]:
         problems.append("the bridge's order differs from the model applied directly (see verify in the JSON)")
     for problem in problems:
         print(f"rerank-bridge eval: {problem}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Running every query twice, straight to the engine and through the bridge, timing each answer."""
+"""Running every query straight to the engine and through the bridge once per combination mode, timing each."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import aiohttp
 
 from bridge.config import UpstreamSettings
 from bridge.engine_access import credential_headers
+from bridge.evaluation.modes import Mode
 from bridge.redact import hide_url_credentials
 
 PLACEHOLDER = "{{query_text}}"
@@ -34,14 +35,16 @@ class Answer:
     latency_ms: float = 0.0
     x_rerank: str | None = None
     error: str | None = None
+    rerank_ms: float | None = None
+    """The bridge's own ``Server-Timing: rerank;dur=``: model time, or a score-cache lookup."""
 
 
 @dataclass
-class PairedRun:
-    """Both paths' answers, keyed by query id, in the order the queries were given."""
+class ModeRun:
+    """The engine's answers and each mode's bridge answers, keyed by query id in the order given."""
 
     engine: dict[str, Answer]
-    bridge: dict[str, Answer]
+    modes: dict[str, dict[str, Answer]]
     wall_s: float
 
 
@@ -121,6 +124,7 @@ class Searcher:
                 raw = await response.read()
                 elapsed = (time.perf_counter() - started) * 1000
                 x_rerank = response.headers.get("X-Rerank")
+                rerank_ms = server_timing(response.headers.get("Server-Timing"), "rerank")
                 status = response.status
         except (aiohttp.ClientError, TimeoutError) as error:
             elapsed = (time.perf_counter() - started) * 1000
@@ -136,6 +140,7 @@ class Searcher:
                 scores=[hit.get("_score") for hit in hits],
                 latency_ms=elapsed,
                 x_rerank=x_rerank,
+                rerank_ms=rerank_ms,
             )
         except (ValueError, KeyError, TypeError) as error:
             return Answer(latency_ms=elapsed, x_rerank=x_rerank, error=f"unreadable answer: {error!r}"), None
@@ -152,27 +157,47 @@ def describe_request_error(error: BaseException, url: str) -> str:
     return f"{kind}: {detail}" if detail else kind
 
 
-async def run_paired(
+def server_timing(header: str | None, name: str) -> float | None:
+    """``dur`` of one metric of a ``Server-Timing`` header (``upstream;dur=3.1, rerank;dur=40.2``)."""
+    for entry in (header or "").split(","):
+        metric, *parameters = (piece.strip() for piece in entry.split(";"))
+        if metric != name:
+            continue
+        for parameter in parameters:
+            key, _, value = parameter.partition("=")
+            if key.strip() == "dur":
+                try:
+                    return float(value.strip().strip('"'))
+                except ValueError:
+                    return None
+    return None
+
+
+async def run_modes(
     queries: Mapping[str, str],
     builder: QueryBuilder,
     engine: Searcher,
     bridge: Searcher,
+    modes: Sequence[Mode],
     concurrency: int,
     on_done: Callable[[], None] | None = None,
-) -> PairedRun:
-    """Each query to the engine, then the same body to the bridge, ``concurrency`` queries at a time.
+) -> ModeRun:
+    """Each query to the engine, then to the bridge once per mode, back to back; ``concurrency`` queries at once.
 
-    Pairing the two requests keeps both paths under the same load, so their latencies compare fairly.
+    Back to back, the first mode pays for the model and the later ones find the window's scores in the
+    bridge's score cache: what their latency then measures is the engine, the cache and the combination.
+    Grouping one query's requests keeps every path under the same load, so their latencies compare fairly.
     """
     gate = asyncio.Semaphore(concurrency)
     engine_answers: dict[str, Answer] = {}
-    bridge_answers: dict[str, Answer] = {}
+    mode_answers: dict[str, dict[str, Answer]] = {mode.label: {} for mode in modes}
 
     async def one(query_id: str, text: str) -> None:
         body = builder.body(text)
         async with gate:
             engine_answers[query_id], _ = await engine.search(body)
-            bridge_answers[query_id], _ = await bridge.search(body)
+            for mode in modes:
+                mode_answers[mode.label][query_id], _ = await bridge.search(mode.body(body))
         if on_done is not None:
             on_done()
 
@@ -180,16 +205,20 @@ async def run_paired(
     await asyncio.gather(*(one(query_id, text) for query_id, text in queries.items()))
     wall = time.perf_counter() - started
     order = list(queries)
-    return PairedRun(
-        engine={q: engine_answers[q] for q in order}, bridge={q: bridge_answers[q] for q in order}, wall_s=wall
+    return ModeRun(
+        engine={q: engine_answers[q] for q in order},
+        modes={label: {q: answers[q] for q in order} for label, answers in mode_answers.items()},
+        wall_s=wall,
     )
 
 
-def latency_summary(answers: Mapping[str, Answer]) -> dict[str, float | int]:
-    """p50/p95/mean/max of the client-side latency in milliseconds (answered requests only)."""
+def latency_summary(answers: Mapping[str, Answer], of: str = "latency_ms") -> dict[str, float | int]:
+    """p50/p95/mean/max in milliseconds over answered requests: client-side latency, or ``rerank_ms``."""
     import numpy as np
 
-    values = [a.latency_ms for a in answers.values() if a.error is None]
+    values = [
+        float(value) for a in answers.values() if a.error is None and (value := getattr(a, of)) is not None
+    ]
     if not values:
         return {"count": 0}
     array = np.asarray(values)

@@ -1,19 +1,33 @@
-"""Checking the plumbing: the bridge's reranked window against the model applied directly with transformers.
+"""Checking the plumbing: the bridge's reranked window against the model applied directly, outside the bridge.
 
-For a sample of queries the engine's own candidate window is fetched, each (query, passage) pair is scored by
-``AutoModelForSequenceClassification`` in float32, and the candidates are ordered by that score. The bridge's
-window must be that order, except where two scores tie within a tolerance: this holds whatever the model's
-quality, so it tells a plumbing fault (wrong text, fields, truncation, order) from a weak model.
+For a sample of queries the engine's own candidate window is fetched, each (query, passage) pair is scored in
+float32 by an independent implementation — a cross-encoder by transformers' ``AutoModelForSequenceClassification``,
+a bi-encoder by sentence-transformers' ``encode_query``/``encode_document`` and the similarity the bridge is
+specified to use (:func:`reference_similarity`) — and the candidates are ordered by that score. The bridge's ``replace`` window must be
+that order, except where two scores tie within a tolerance: this holds whatever the model's quality, so it tells
+a plumbing fault (wrong text, fields, truncation, pooling, order) from a weak model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 # Score differences below this count as ties, per dtype the bridge ran the model in (logit scale).
 TOLERANCES = {"float32": 1e-4, "auto": 1e-4, "float16": 2e-2, "bfloat16": 1e-1}
+# The same for a bi-encoder's similarity (cosine, in [-1, 1]); bf16: about 3x the 0.003 measured on all-MiniLM-L6-v2.
+BI_ENCODER_TOLERANCES = {"float32": 1e-5, "auto": 1e-5, "float16": 5e-3, "bfloat16": 1e-2}
+CROSS_ENCODER_REFERENCE = "transformers AutoModelForSequenceClassification float32"
+
+
+class Reference(Protocol):
+    """What the check needs of a reference model: its source, token budget, and one score per passage."""
+
+    source: str
+    max_length: int
+
+    def score(self, query: str, passages: Sequence[str]) -> list[float]: ...
 
 
 @dataclass
@@ -36,6 +50,9 @@ class VerifyReport:
     max_length: int
     checks: list[QueryCheck] = field(default_factory=list)
     score_transform: str | None = None
+    reference: str = CROSS_ENCODER_REFERENCE
+    mode: str = "replace"
+    """The bridge answers checked: the model's order is what ``replace`` answers."""
 
     @property
     def agreeing(self) -> int:
@@ -49,7 +66,8 @@ class VerifyReport:
             "exact": sum(check.exact for check in self.checks),
             "all_agree": self.agreeing == len(self.checks),
             "tolerance": self.tolerance,
-            "reference": f"transformers AutoModelForSequenceClassification float32, max_length {self.max_length}",
+            "reference": f"{self.reference}, max_length {self.max_length}",
+            "mode": self.mode,
             "model_source": self.model_source,
             "bridge_score_vs_reference": {
                 "transform": self.score_transform,
@@ -93,6 +111,7 @@ class ReferenceScorer:
             "local_files_only": found.local_files_only,
         }
         self.source = source
+        self.description = CROSS_ENCODER_REFERENCE
         self.tokenizer = AutoTokenizer.from_pretrained(source, **common)
         self.model = AutoModelForSequenceClassification.from_pretrained(source, **common, **_float32()).eval()
         limits = [
@@ -135,6 +154,92 @@ class ReferenceScorer:
                 else:
                     scores.extend(float(v) for v in logits.softmax(-1)[:, self.label_index])
         return scores
+
+
+class BiEncoderReference:
+    """A sentence-transformers model as sentence-transformers itself runs it: ``encode`` in float32 on the CPU,
+    then ``similarity`` with the function the bridge is specified to use (:func:`reference_similarity`)."""
+
+    def __init__(
+        self,
+        source: str,
+        *,
+        max_length: int | None = None,
+        revision: str | None = None,
+        trust_remote_code: bool = False,
+        similarity: str | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        from bridge.scoring.preflight import check_source
+
+        found = check_source("reference", source, revision)
+        if found.problem is not None:
+            raise ValueError(f"exactness check: {found.problem}")
+        self.source = source
+        self.model = SentenceTransformer(
+            source,
+            device="cpu",
+            revision=revision,
+            trust_remote_code=trust_remote_code,
+            local_files_only=found.local_files_only,
+        ).eval()
+        self.model.to(dtype=_float32_dtype())
+        if max_length is not None and (self.model.max_seq_length is None or max_length < self.model.max_seq_length):
+            self.model.max_seq_length = max_length
+        self.max_length = int(self.model.max_seq_length or 512)
+        self.batch_size = batch_size
+        self.similarity = similarity or reference_similarity(
+            getattr(self.model, "_similarity_fn_name", None),
+            any(type(module).__name__ == "Normalize" for module in self.model),
+        )
+        self.model.similarity_fn_name = self.similarity  # type: ignore[assignment]  # a name ST supports
+        # encode_query/encode_document are encode with the model's prompts, if it has any.
+        self.description = f"sentence-transformers SentenceTransformer.encode float32 + {self.similarity}"
+
+    def score(self, query: str, passages: Sequence[str]) -> list[float]:
+        """The model's similarity of the query to each passage."""
+        import torch
+
+        if not passages:
+            return []
+        # encode_query/encode_document (sentence-transformers 5+) apply the model's "query"/"document" prompts.
+        encode_query = getattr(self.model, "encode_query", self.model.encode)
+        encode_document = getattr(self.model, "encode_document", self.model.encode)
+        with torch.inference_mode():
+            query_vector = encode_query([query], convert_to_tensor=True, batch_size=self.batch_size)
+            vectors = encode_document(list(passages), convert_to_tensor=True, batch_size=self.batch_size)
+            similarity = self.model.similarity(query_vector.float(), vectors.float())
+        return [float(value) for value in similarity[0]]
+
+
+def reference_similarity(declared: str | None, normalizes: bool) -> str:
+    """The similarity a bi-encoder scores with, by issue 15's rule: the bridge's configured one (given to
+    :class:`BiEncoderReference` directly), else the model's declared ``similarity_fn_name``, else the cosine —
+    which is the dot product of a model that normalises — or the raw dot product for one that does not.
+    (``SentenceTransformer.similarity`` would take the cosine in that last case.)"""
+    if declared is not None:
+        return str(declared)
+    return "cosine" if normalizes else "dot"
+
+
+def bi_encoder_reference_problem() -> str | None:
+    """Why the bi-encoder check cannot run here (None when it can): it needs sentence-transformers itself."""
+    from importlib.util import find_spec
+
+    if find_spec("sentence_transformers") is None:
+        return (
+            "sentence-transformers is not installed (pip install sentence-transformers, or the [test] extra): "
+            "the bi-encoder's reference is SentenceTransformer.encode itself"
+        )
+    return None
+
+
+def _float32_dtype() -> Any:
+    import torch
+
+    return torch.float32
 
 
 def _float32() -> dict[str, Any]:
@@ -236,10 +341,11 @@ async def verify_sample(
     queries: Mapping[str, str],
     bridge_answers: Mapping[str, Any],
     fetch_window: Any,
-    reference: ReferenceScorer,
+    reference: Reference,
     fields: Sequence[str],
     separator: str,
     tolerance: float,
+    mode: str = "replace",
 ) -> VerifyReport:
     """Re-score each sampled query's engine window with ``reference`` and compare with the bridge's answer.
 
@@ -267,7 +373,10 @@ async def verify_sample(
             if d in by_id and isinstance(s, int | float)
         )
     transform = best_transform(pairs)
-    report = VerifyReport(reference.source, tolerance, reference.max_length, score_transform=transform)
+    description = getattr(reference, "description", CROSS_ENCODER_REFERENCE)
+    report = VerifyReport(
+        reference.source, tolerance, reference.max_length, score_transform=transform, reference=description, mode=mode
+    )
     for query_id, ids, logits in scored:
         answer = bridge_answers[query_id]
         if not (answer.x_rerank or "").startswith("applied"):

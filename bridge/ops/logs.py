@@ -13,7 +13,7 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"me
 # A request line reads best as: what was asked, what was decided, how long each part took.
 _TEXT_ORDER = (
     "method", "path", "route", "status", "outcome", "reason", "model", "window",
-    "upstream_ms", "rerank_ms", "duration_ms", "disconnect", "request_id",
+    "combine", "upstream_ms", "rerank_ms", "duration_ms", "disconnect", "request_id",
 )  # fmt: skip
 
 

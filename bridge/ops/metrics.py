@@ -85,11 +85,28 @@ class Metrics:
             "Requests waiting for an engine connection (the pool is saturated while this is above 0).",
             registry=r,
         )
+        self.async_searches = Gauge(
+            "rerank_bridge_async_searches",
+            "Async searches the bridge holds, by state (running, done).",
+            ["state"],
+            registry=r,
+        )
+        self.async_search_bytes = Gauge(
+            "rerank_bridge_async_search_bytes",
+            "Bytes of async-search results kept (bounded by async_search.max_bytes).",
+            registry=r,
+        )
 
     def watch_pool(self, state: Callable[[], Mapping[str, int | bool]]) -> None:
         """The pool gauges read ``state()`` when scraped: nothing to update on the request path."""
         self.upstream_in_use.set_function(lambda: float(state()["in_use"]))
         self.upstream_waiting.set_function(lambda: float(state()["waiting"]))
+
+    def watch_async_store(self, state: Callable[[], Mapping[str, int]]) -> None:
+        """The async-search gauges read ``state()`` when scraped."""
+        self.async_searches.labels("running").set_function(lambda: float(state()["running"]))
+        self.async_searches.labels("done").set_function(lambda: float(state()["done"]))
+        self.async_search_bytes.set_function(lambda: float(state()["bytes"]))
 
     # ScoringObserver
     def batch_done(self, model: str, pairs: int, padded_tokens: int, seconds: float) -> None:

@@ -1,4 +1,4 @@
-"""The scoring engine: ``await scorer.score(query, passages) -> list[float]`` for each configured model.
+"""The scoring engine: ``await scorer.score(query, passages, keys) -> list[float]`` for each configured model.
 
 Importing this package stays cheap (no torch): the scorers load lazily on first attribute access.
 """
@@ -22,8 +22,10 @@ if TYPE_CHECKING:
     from bridge.scoring.local import LocalScorer
     from bridge.scoring.registry import build_scorer, build_scorers, close_scorers, start_scorers
     from bridge.scoring.remote import RemoteScorer
+    from bridge.scoring.semantic import BiEncoderScorer
 
 _LAZY = {
+    "BiEncoderScorer": "bridge.scoring.semantic",
     "LocalScorer": "bridge.scoring.local",
     "RemoteScorer": "bridge.scoring.remote",
     "build_scorer": "bridge.scoring.registry",
@@ -33,6 +35,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "BiEncoderScorer",
     "LocalScorer",
     "ModelConfigError",
     "ModelSettings",

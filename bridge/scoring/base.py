@@ -33,8 +33,14 @@ class Scorer(Protocol):
     async def start(self) -> None:
         """Load weights and warm up, so the first request pays nothing extra."""
 
-    async def score(self, query: str, passages: Sequence[str]) -> list[float]:
-        """One score per passage, in the passages' order. Cancelling drops the pairs not yet scored."""
+    async def score(
+        self, query: str, passages: Sequence[str], keys: Sequence[str | None] | None = None
+    ) -> list[float]:
+        """One score per passage, in the passages' order. Cancelling drops the pairs not yet scored.
+
+        ``keys[i]`` is a stable identity of passage i's document (``"<_index>/<_id>"``) or None; scorers that
+        cache per document (the bi-encoder's passage vectors) use it, the others ignore it.
+        """
 
     async def close(self) -> None:
         """Stop workers and free the model."""

@@ -13,6 +13,10 @@ results. On a CPU there are usually two workers with their own batches rather th
 threads: torch's OpenMP threads synchronise after every operation, which costs little on an idle machine and a
 great deal when another process holds one of the cores. A cancelled request's pairs leave the queue and the pool
 before they are scored.
+
+The queue knows only requests, items and batches: what a batch returns per item is the engine's business. A
+cross-encoder returns one score per (query, passage) window and a passage keeps its best window's score (the
+default ``merge``); a bi-encoder returns one vector per text (``merge`` keeps the only one).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -93,8 +97,21 @@ def split_point(lengths: Sequence[int], budget: int) -> int:
     return best
 
 
-class BatchEngine(Protocol):
-    """What the batcher needs from a model (implemented by :class:`~bridge.scoring.model.CrossEncoderModel`).
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
+
+def keep_best(old: Any, new: Any) -> Any:
+    """The default merge: a passage scored in several windows keeps its best window's score."""
+    return new if new > old else old
+
+
+class BatchEngine(Protocol[R_co]):
+    """What the batcher needs from a model (:class:`~bridge.scoring.model.CrossEncoderModel`,
+    :class:`~bridge.scoring.bi_encoder.BiEncoderModel`).
+
+    ``encode(head, texts)`` turns one request into model inputs: for a cross-encoder ``head`` is the query and
+    ``texts`` its passages; for a bi-encoder ``head`` says how the texts are embedded (query or document).
 
     ``score_batch`` is called from several worker threads at once when ``workers`` > 1. An engine may also
     define ``prepare_worker()``, called once at the start of each worker thread (thread-local set-up).
@@ -105,10 +122,10 @@ class BatchEngine(Protocol):
     max_batch_tokens: int
 
     def encode(
-        self, query: str, passages: Sequence[str], should_stop: Callable[[], bool] | None = None
+        self, head: str, texts: Sequence[str], should_stop: Callable[[], bool] | None = None, /
     ) -> list[Encoded]: ...
 
-    def score_batch(self, batch: Sequence[Encoded]) -> list[float]: ...
+    def score_batch(self, batch: Sequence[Encoded], /) -> Sequence[R_co]: ...
 
 
 class _Request:
@@ -124,16 +141,18 @@ class _Request:
         "scores",
     )
 
-    def __init__(self, query: str, passages: list[str], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, query: str, passages: list[str], loop: asyncio.AbstractEventLoop, initial: Any
+    ) -> None:
         self.query = query
         self.passages = passages
         self.loop = loop
-        self.future: asyncio.Future[list[float]] = loop.create_future()
+        self.future: asyncio.Future[list[Any]] = loop.create_future()
         self.arrival = time.monotonic()
         self.cancelled = False
         self.finished = False  # answered or dropped; its pairs no longer count as queued
         self.remaining = 0
-        self.scores = [float("-inf")] * len(passages)
+        self.scores: list[Any] = [initial] * len(passages)
 
 
 @dataclass(slots=True, eq=False)
@@ -160,7 +179,7 @@ class BatcherStats:
 
 
 def _resolve(
-    future: asyncio.Future[list[float]], scores: list[float] | None, error: BaseException | None
+    future: asyncio.Future[list[Any]], scores: list[Any] | None, error: BaseException | None
 ) -> None:
     if future.done():
         return
@@ -171,21 +190,29 @@ def _resolve(
         future.set_result(scores)
 
 
-class Batcher:
-    """Queue plus inference workers for one model. All shared state is guarded by one condition variable."""
+class Batcher(Generic[R]):
+    """Queue plus inference workers for one model. All shared state is guarded by one condition variable.
+
+    ``initial`` is each text's result before any of its items is scored and ``merge(old, new)`` folds an item's
+    result into it: the defaults (-inf, the larger) give a passage its best window's score.
+    """
 
     def __init__(
         self,
         name: str,
-        engine: BatchEngine,
+        engine: BatchEngine[R],
         *,
         workers: int = 1,
         max_wait_ms: float = 2.0,
         max_queue_pairs: int = 20000,
         observer: ScoringObserver | None = None,
+        initial: Any = float("-inf"),
+        merge: Callable[[Any, Any], Any] = keep_best,
     ) -> None:
         self.name = name
         self._engine = engine
+        self._initial = initial
+        self._merge = merge
         self._workers = max(1, workers)
         self._max_wait = max_wait_ms / 1000.0
         self._max_queue_pairs = max_queue_pairs
@@ -236,11 +263,11 @@ class Batcher:
                 self._queued_pairs,
             )
 
-    async def submit(self, query: str, passages: Sequence[str]) -> list[float]:
-        """Scores in the passages' order; raises :class:`QueueFullError` instead of queueing without bound."""
+    async def submit(self, query: str, passages: Sequence[str]) -> list[R]:
+        """Results in the passages' order; raises :class:`QueueFullError` instead of queueing without bound."""
         if not passages:
             return []
-        request = _Request(query, list(passages), asyncio.get_running_loop())
+        request = _Request(query, list(passages), asyncio.get_running_loop(), self._initial)
         count = len(request.passages)
         with self._cond:
             if self._stopping or not any(thread.is_alive() for thread in self._threads):
@@ -293,7 +320,7 @@ class Batcher:
     def _finish_locked(
         self,
         request: _Request,
-        scores: list[float] | None = None,
+        scores: list[Any] | None = None,
         error: BaseException | None = None,
         dropped: bool = False,
     ) -> None:
@@ -452,8 +479,7 @@ class Batcher:
                     self._finish_locked(request, dropped=True)
                     continue
                 index = item.encoded.passage
-                if score > request.scores[index]:
-                    request.scores[index] = score
+                request.scores[index] = self._merge(request.scores[index], score)
                 request.remaining -= 1
                 if request.remaining == 0:
                     self._finish_locked(request, request.scores)

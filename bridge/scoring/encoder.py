@@ -58,7 +58,7 @@ class Stopped(Exception):
     """The caller no longer wants the pairs (its request was cancelled)."""
 
 
-def _pieces(lengths: Sequence[int]) -> Iterator[tuple[int, int]]:
+def pieces(lengths: Sequence[int]) -> Iterator[tuple[int, int]]:
     """``[start, end)`` runs of texts of at most :data:`PIECE_CHARS` characters together (at least one each)."""
     start, size = 0, 0
     for index, length in enumerate(lengths):
@@ -70,17 +70,72 @@ def _pieces(lengths: Sequence[int]) -> Iterator[tuple[int, int]]:
         yield start, len(lengths)
 
 
-class PairEncoder:
+class PrefixTokenizer:
+    """Token ids of texts' prefixes, at a cost bounded by the tokens needed; thread-safe (one lock around the
+    tokenizer). Shared by the cross-encoder's pairs and the bi-encoder's single texts."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self._lock = threading.Lock()
+
+    def locked(self, *args: Any, **kwargs: Any) -> Any:
+        """One tokenizer call under the lock (the caller keeps its texts to a bounded piece)."""
+        with self._lock:
+            return self.tokenizer(*args, **kwargs)
+
+    # -- tokenising --------------------------------------------------------------------------------------
+
+    def _tokenize(self, texts: Sequence[str], should_stop: ShouldStop | None) -> list[list[int]]:
+        """Token ids of each text without special tokens, in pieces; raises :class:`Stopped` between pieces."""
+        ids: list[list[int]] = []
+        for start, end in pieces([len(text) for text in texts]):
+            if should_stop is not None and should_stop():
+                raise Stopped
+            piece = [sanitize(text) for text in texts[start:end]]
+            with self._lock:
+                encoded = self.tokenizer(
+                    piece,
+                    add_special_tokens=False,
+                    return_attention_mask=False,
+                    return_token_type_ids=False,
+                    verbose=False,
+                )
+            ids.extend(encoded["input_ids"])
+        return ids
+
+    def prefix_ids(
+        self, texts: Sequence[str], needed: int, should_stop: ShouldStop | None = None
+    ) -> list[list[int]]:
+        """The first ``needed`` token ids of each text (all of them when it has fewer), tokenising prefixes only.
+
+        A text whose prefix yields too few tokens (much whitespace, markup, symbols the vocabulary drops) is
+        cut again, longer (:func:`~bridge.scoring.truncation.next_guess`), up to the whole text.
+        """
+        result: list[list[int]] = [[] for _ in texts]
+        todo = [(index, first_guess(needed)) for index in range(len(texts))]
+        while todo:
+            cuts = [cut_text(texts[index], chars) for index, chars in todo]
+            ids = self._tokenize([cut.text for cut in cuts], should_stop)
+            again = []
+            for (index, _), cut, tokens in zip(todo, cuts, ids, strict=True):
+                if cut.enough(len(tokens), needed):
+                    result[index] = tokens[:needed]
+                else:
+                    again.append((index, next_guess(cut, len(tokens), needed)))
+            todo = again
+        return result
+
+
+class PairEncoder(PrefixTokenizer):
     """Turns one query and its passages into model inputs; thread-safe (one lock around the tokenizer)."""
 
     def __init__(
         self, tokenizer: Any, max_length: int, settings: ModelSettings, uses_token_types: bool
     ) -> None:
-        self.tokenizer = tokenizer
+        super().__init__(tokenizer)
         self.max_length = max_length
         self.settings = settings
         self.uses_token_types = uses_token_types
-        self._lock = threading.Lock()
         self.template: PairTemplate | None
         try:
             self.template = PairTemplate.from_tokenizer(tokenizer)
@@ -122,48 +177,6 @@ class PairEncoder:
         """Tokens of query and passage together that fit beside the special tokens."""
         assert self.template is not None
         return self.max_length - self.template.special_tokens
-
-    # -- tokenising --------------------------------------------------------------------------------------
-
-    def _tokenize(self, texts: Sequence[str], should_stop: ShouldStop | None) -> list[list[int]]:
-        """Token ids of each text without special tokens, in pieces; raises :class:`Stopped` between pieces."""
-        ids: list[list[int]] = []
-        for start, end in _pieces([len(text) for text in texts]):
-            if should_stop is not None and should_stop():
-                raise Stopped
-            piece = [sanitize(text) for text in texts[start:end]]
-            with self._lock:
-                encoded = self.tokenizer(
-                    piece,
-                    add_special_tokens=False,
-                    return_attention_mask=False,
-                    return_token_type_ids=False,
-                    verbose=False,
-                )
-            ids.extend(encoded["input_ids"])
-        return ids
-
-    def prefix_ids(
-        self, texts: Sequence[str], needed: int, should_stop: ShouldStop | None = None
-    ) -> list[list[int]]:
-        """The first ``needed`` token ids of each text (all of them when it has fewer), tokenising prefixes only.
-
-        A text whose prefix yields too few tokens (much whitespace, markup, symbols the vocabulary drops) is
-        cut again, longer (:func:`~bridge.scoring.truncation.next_guess`), up to the whole text.
-        """
-        result: list[list[int]] = [[] for _ in texts]
-        todo = [(index, first_guess(needed)) for index in range(len(texts))]
-        while todo:
-            cuts = [cut_text(texts[index], chars) for index, chars in todo]
-            ids = self._tokenize([cut.text for cut in cuts], should_stop)
-            again = []
-            for (index, _), cut, tokens in zip(todo, cuts, ids, strict=True):
-                if cut.enough(len(tokens), needed):
-                    result[index] = tokens[:needed]
-                else:
-                    again.append((index, next_guess(cut, len(tokens), needed)))
-            todo = again
-        return result
 
     # -- pairs ---------------------------------------------------------------------------------------------
 
@@ -224,7 +237,7 @@ class PairEncoder:
         short_query = bounded(query)
         texts = [bounded(passage) for passage in passages]
         items: list[Encoded] = []
-        for start, end in _pieces([len(short_query) + len(text) for text in texts]):
+        for start, end in pieces([len(short_query) + len(text) for text in texts]):
             if should_stop is not None and should_stop():
                 raise Stopped
             with self._lock:

@@ -29,12 +29,14 @@ class LocalScorer:
     def __init__(self, name: str, settings: ModelSettings, observer: ScoringObserver | None = None) -> None:
         if settings.remote is not None:
             raise ValueError(f"model {name!r} is configured as remote; use RemoteScorer")
+        if settings.kind != "cross-encoder":
+            raise ValueError(f"model {name!r} is a {settings.kind}; use BiEncoderScorer (or build_scorer)")
         self.name = name
         self.settings = settings
         self._observer: ScoringObserver = GuardedObserver(observer)
         self._cache = ScoreCache(settings.cache_size)
         self.model: CrossEncoderModel | None = None
-        self._batcher: Batcher | None = None
+        self._batcher: Batcher[float] | None = None
 
     async def start(self) -> None:
         """Load the model off the event loop, start the worker, and warm up through the real path."""
@@ -66,7 +68,10 @@ class LocalScorer:
     def clear_cache(self) -> None:
         self._cache.clear()
 
-    async def score(self, query: str, passages: Sequence[str]) -> list[float]:
+    async def score(
+        self, query: str, passages: Sequence[str], keys: Sequence[str | None] | None = None
+    ) -> list[float]:
+        """Cross-encoder scores; ``keys`` are ignored (scores are cached by query and passage text)."""
         batcher = self._batcher
         if batcher is None:
             raise ScoringError(f"scorer {self.name} is not started")

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -20,70 +18,24 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import cached_file
 
 from bridge.scoring.activation import OutputRule, load_st_config, resolve_output
-from bridge.scoring.base import ModelConfigError
-from bridge.scoring.device import Placement, choose_placement
+from bridge.scoring.device import Placement
 from bridge.scoring.encoder import Encoded, PairEncoder, ShouldStop, Stopped
+from bridge.scoring.loading import (
+    batch_token_budget,
+    capped_max_length,
+    model_limit,
+    open_source,
+    plan_workers,
+    quantize_int8,
+)
 from bridge.scoring.settings import ModelSettings
 
 log = logging.getLogger(__name__)
-
-GPU_BATCH_TOKENS = 16384
-CPU_BATCH_TOKENS = 4096
 
 
 def padded_tokens(batch: Sequence[Encoded]) -> int:
     """What a batch costs the model: every row is padded to the longest one."""
     return len(batch) * max((len(item) for item in batch), default=0)
-
-
-def _model_limit(tokenizer: Any, config: Any) -> int:
-    """The longest pair the model takes: the tokenizer's limit capped by the position table (as s-t does)."""
-    limit = int(getattr(tokenizer, "model_max_length", 0) or 0)
-    positions = getattr(config, "max_position_embeddings", None)
-    if isinstance(positions, int) and positions > 0 and (limit <= 0 or limit > positions):
-        limit = positions
-    if limit <= 0 or limit > 1_000_000:
-        raise ModelConfigError("the model declares no maximum input length; set max_length")
-    return limit
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (containers and taskset often allow fewer than the machine has)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def plan_workers(on_cpu: bool, workers: int | None, threads: int | None) -> tuple[int, int, str]:
-    """Inference threads and torch threads per worker, with the reason.
-
-    On a CPU the default is two workers (when there are two cores or more), each with half the cores: two
-    batches in flight keep the cores busy between batches, and each worker's OpenMP team is smaller, which
-    matters when other processes compete for the cores (a team waits for its slowest thread after every op).
-    One worker on a GPU: batches serialise there anyway and each one holds activation memory.
-    """
-    cores = usable_cores()
-    if not on_cpu:
-        count = workers or 1
-        return count, threads or torch.get_num_threads(), f"workers {count} (GPU default 1 unless configured)"
-    count = workers or (2 if cores >= 2 else 1)
-    per_worker = threads or max(1, cores // count)
-    origin = "configured" if workers or threads else f"default for {cores} usable cores"
-    return count, per_worker, f"workers {count} x {per_worker} torch threads ({origin})"
-
-
-def _quantize_int8(model: Any) -> Any:
-    """Dynamic int8 quantisation of the Linear layers (torch's eager API: deprecated, still the CPU's fastest)."""
-    quantize = getattr(getattr(torch, "ao", None), "quantization", None)
-    if quantize is None or not hasattr(quantize, "quantize_dynamic"):
-        raise ModelConfigError(
-            f"quantize: int8 needs torch.ao.quantization, which torch {torch.__version__} lacks"
-        )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.filterwarnings("ignore", message=".*quantize.*deprecated", category=UserWarning)
-        return quantize.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 class CrossEncoderModel:
@@ -95,20 +47,9 @@ class CrossEncoderModel:
     def __init__(self, name: str, settings: ModelSettings) -> None:
         self.name = name
         self.settings = settings
-        self.placement: Placement = choose_placement(settings.device, settings.dtype, settings.quantize)
-        for warning in self.placement.warnings:
-            log.warning("model %s: %s", name, warning)
-        from bridge.scoring.preflight import check_source
-
-        # One line and a few seconds when the source cannot serve the model, not from_pretrained's retries.
-        source = check_source(name, settings.source, settings.revision)
-        if source.problem is not None:
-            raise ModelConfigError(f"model {name}: {source.problem}")
-        common: dict[str, Any] = {
-            "revision": settings.revision,
-            "trust_remote_code": settings.trust_remote_code,
-            "local_files_only": source.local_files_only,
-        }
+        source = open_source(name, settings, log)
+        self.placement: Placement = source.placement
+        common = source.pretrained_options(settings)
         self.tokenizer = AutoTokenizer.from_pretrained(settings.source, **common)
         model = AutoModelForSequenceClassification.from_pretrained(
             settings.source, dtype=self.placement.weights_dtype, **common
@@ -116,7 +57,7 @@ class CrossEncoderModel:
         model.eval()
         model.to(self.placement.device)
         if self.placement.quantize_int8:
-            model = _quantize_int8(model)
+            model = quantize_int8(model)
         self.model: Any = model
         self.config = model.config
 
@@ -137,23 +78,10 @@ class CrossEncoderModel:
             model=name,
         )
 
-        limit = _model_limit(self.tokenizer, self.config)
-        if settings.max_length is not None and settings.max_length > limit:
-            log.warning(
-                "model %s: max_length %d exceeds the model's %d; using %d",
-                name,
-                settings.max_length,
-                limit,
-                limit,
-            )
-        self.max_length = min(settings.max_length or limit, limit)
+        limit = model_limit(self.tokenizer, self.config)
+        self.max_length = capped_max_length(name, settings.max_length, limit, log)
         on_cpu = self.placement.device.type == "cpu"
-        self.max_batch_tokens = settings.max_batch_tokens or (
-            CPU_BATCH_TOKENS if on_cpu else GPU_BATCH_TOKENS
-        )
-        if self.max_batch_tokens < self.max_length:
-            # A single longest pair must always fit in one batch.
-            self.max_batch_tokens = self.max_length
+        self.max_batch_tokens = batch_token_budget(settings.max_batch_tokens, on_cpu, self.max_length)
 
         self._uses_token_types = "token_type_ids" in getattr(self.tokenizer, "model_input_names", ())
         pad_id = self.tokenizer.pad_token_id

@@ -52,7 +52,8 @@ class SourceCheck:
 def check_model(name: str, settings: ModelSettings, *, cpu_flags: set[str] | None = None) -> list[Finding]:
     """Everything about ``models.<name>`` that ``serve`` would refuse, plus warnings about slow choices.
 
-    A remote model is scored elsewhere: its source, device and dtype are not this process's business.
+    A remote model is scored elsewhere: its source, device and dtype are not this process's business. A
+    bi-encoder's sentence-transformers pipeline (modules, pooling, similarity) is checked as ``serve`` reads it.
     """
     if settings.remote is not None:
         return []
@@ -69,7 +70,41 @@ def check_model(name: str, settings: ModelSettings, *, cpu_flags: set[str] | Non
         findings.append(Finding(f"{prefix}.device", str(error)))
     else:
         findings.extend(Finding(f"{prefix}.dtype", warning, error=False) for warning in placement.warnings)
+    if settings.kind == "bi-encoder" and source.problem is None:
+        problem = _pipeline_problem(settings.source, settings.revision)
+        if problem is not None:
+            findings.append(Finding(f"{prefix}.source", problem))
     return findings
+
+
+def _pipeline_problem(source: str, revision: str | None) -> str | None:
+    """What in a bi-encoder's sentence-transformers files the bridge would refuse (unsupported modules, pooling
+    modes, similarity), read from the directory or the local Hub cache; files not there are not judged."""
+    from bridge.scoring.base import ModelConfigError
+    from bridge.scoring.st_modules import read_pipeline
+
+    path = Path(source).expanduser()
+
+    def read(filename: str) -> object:
+        if path.is_dir():
+            found: Path | None = path / filename
+        else:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(source, filename, revision=revision)
+            found = Path(cached) if isinstance(cached, str) else None
+        if found is None or not found.is_file():
+            return None
+        try:
+            return json.loads(found.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise ModelConfigError(f"{filename} is not readable JSON ({error})") from None
+
+    try:
+        read_pipeline(read)
+    except ModelConfigError as error:
+        return str(error)
+    return None
 
 
 def check_source(name: str, source: str, revision: str | None = None) -> SourceCheck:

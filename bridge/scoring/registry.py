@@ -8,13 +8,17 @@ from collections.abc import Mapping
 from bridge.scoring.base import NullObserver, Scorer, ScoringObserver
 from bridge.scoring.local import LocalScorer
 from bridge.scoring.remote import RemoteScorer
+from bridge.scoring.semantic import BiEncoderScorer
 from bridge.scoring.settings import ModelSettings
 
 log = logging.getLogger(__name__)
 
 
 def build_scorer(name: str, settings: ModelSettings, observer: ScoringObserver | None = None) -> Scorer:
-    """A :class:`RemoteScorer` when the model has a ``remote`` section, else a :class:`LocalScorer`."""
+    """A :class:`BiEncoderScorer` for ``kind: bi-encoder``, a :class:`RemoteScorer` when the model has a
+    ``remote`` section, else a :class:`LocalScorer` (an in-process cross-encoder)."""
+    if settings.kind == "bi-encoder":
+        return BiEncoderScorer(name, settings, observer)
     if settings.remote is not None:
         return RemoteScorer(name, settings, observer)
     return LocalScorer(name, settings, observer)

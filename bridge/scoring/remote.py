@@ -111,7 +111,10 @@ class RemoteScorer:
                     "scorer %s: remote %s did not answer the warm-up call: %s", self.name, self._where, exc
                 )
 
-    async def score(self, query: str, passages: Sequence[str]) -> list[float]:
+    async def score(
+        self, query: str, passages: Sequence[str], keys: Sequence[str | None] | None = None
+    ) -> list[float]:
+        """Scores from the server; ``keys`` are ignored (scores are cached by query and passage text)."""
         if self._session is None:
             raise ScoringError(f"scorer {self.name} is not started")
         deadline = time.monotonic() + self._deadline

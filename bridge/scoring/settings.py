@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, PositiveInt, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, PositiveInt, SecretStr, model_validator
 
 
 class RemoteSettings(BaseModel):
@@ -27,10 +27,20 @@ class RemoteSettings(BaseModel):
 
 
 class ModelSettings(BaseModel):
-    """One cross-encoder, local (transformers) or remote (TEI ``/rerank``)."""
+    """One model: a cross-encoder, local (transformers) or remote (TEI ``/rerank``), or a local bi-encoder.
+
+    A bi-encoder (a sentence-transformers embedding model) scores a passage by the similarity of its vector to
+    the query's, so each passage's vector is computed once and cached; options that only mean something for a
+    cross-encoder's pair logits are refused for it (:meth:`_bi_encoder_options`).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
+    kind: Literal["cross-encoder", "bi-encoder"] = Field(
+        "cross-encoder",
+        description="cross-encoder: scores (query, passage) pairs; bi-encoder: a sentence-transformers "
+        "embedding model, score = similarity of the query's and the passage's vectors",
+    )
     source: str = Field(..., description="Hugging Face Hub id or local directory")
     aliases: list[str] = Field(
         default_factory=list,
@@ -58,7 +68,17 @@ class ModelSettings(BaseModel):
     max_queue_pairs: PositiveInt = Field(
         20000, description="pairs waiting; beyond it callers get QueueFullError"
     )
-    cache_size: int = Field(20000, ge=0, description="LRU score cache entries; 0 turns the cache off")
+    cache_size: int = Field(
+        20000,
+        ge=0,
+        description="LRU entries; 0 turns the cache off. Cross-encoder: (query, passage) scores. Bi-encoder: "
+        "passage vectors (plus up to cache_size // 8 query vectors); memory is about entries x dimension x 4 bytes",
+    )
+    similarity: Literal["auto", "cosine", "dot"] = Field(
+        "auto",
+        description="bi-encoder only: auto takes the model's similarity_fn_name, else the dot product (which "
+        "is the cosine for a model that normalises its vectors)",
+    )
     workers: PositiveInt | None = Field(
         None,
         description="inference threads, each running its own batches; default 2 on a CPU with 2+ cores, 1 on GPU",
@@ -68,3 +88,23 @@ class ModelSettings(BaseModel):
     )
     warmup: bool = Field(True, description="score one small batch at start so no user request pays for it")
     remote: RemoteSettings | None = Field(None, description="score on a TEI server instead of in-process")
+
+    @model_validator(mode="after")
+    def _bi_encoder_options(self) -> ModelSettings:
+        """Refuse, at config time, cross-encoder options that a bi-encoder cannot honour (and vice versa)."""
+        if self.kind == "cross-encoder":
+            if self.similarity != "auto":
+                raise ValueError("similarity applies to kind: bi-encoder only; remove it")
+            return self
+        refused = []
+        if self.activation != "auto":
+            refused.append("activation (a similarity has no logits to activate)")
+        if self.label is not None:
+            refused.append("label (a bi-encoder has no labels)")
+        if self.long_documents != "truncate":
+            refused.append("long_documents: chunk (a passage is embedded once, truncated at max_seq_length)")
+        if self.remote is not None:
+            refused.append("remote (TEI /rerank serves cross-encoders; bi-encoders run in-process)")
+        if refused:
+            raise ValueError("kind bi-encoder does not take " + "; ".join(refused))
+        return self

@@ -91,16 +91,18 @@ class SearchCall:
             raise refusal.to_http_error()
         return await self.untouched("refused_body")
 
-    async def not_answered(self, reply: EngineReply) -> web.StreamResponse:
+    async def not_answered(self, reply: EngineReply, resend: bool = True) -> web.StreamResponse:
         """The engine did not answer the rewritten search with a readable 200.
 
         Only a 400 (the engine's parse or validation error, positions included) needs the client's own bytes;
         a 200 the bridge cannot read is answered the same way, the engine's answer to the client's request.
         A 429 or 5xx is the engine's answer as it stands: sending the search again would only add load.
+        ``resend=False`` (a dialect the engine does not speak): the engine's answer to the translated search is
+        the only meaningful one, since it would refuse the client's own bytes for the dialect alone.
         """
-        if reply.status == 200:
+        if resend and reply.status == 200:
             return await self.untouched("unreadable_answer")
-        if reply.status == 400:
+        if resend and reply.status == 400:
             return await self.untouched("engine_error")
         return self.engine_answer(reply, "engine_error")
 
@@ -169,6 +171,7 @@ class SearchCall:
             outcome.reason or "",
             model=outcome.model,
             window=outcome.window,
+            combine=outcome.combine,
             upstream_ms=round(self.engine.elapsed_ms, 2),
             rerank_ms=round(outcome.model_ms, 2),
         )

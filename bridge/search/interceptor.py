@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 
 from aiohttp import web
 
@@ -12,8 +12,7 @@ from bridge.errors import BridgeHTTPError
 from bridge.ops.access_log import decision_key
 from bridge.ops.metrics import Metrics
 from bridge.scoring.base import Scorer
-from bridge.search.apis.msearch import msearch, msearch_template
-from bridge.search.apis.search import search, search_template
+from bridge.search.apis.async_search import AsyncSearches
 from bridge.search.body import read_search_body
 from bridge.search.call import SearchCall
 from bridge.search.dialects import may_apply
@@ -21,14 +20,8 @@ from bridge.search.endpoints import SearchAPI, SearchEndpoint
 from bridge.search.engine import Deadline, Engine, EngineClient
 from bridge.search.request import QueryString
 from bridge.search.rerank import Reranker
+from bridge.search.routes import route_table
 from bridge.search.rules import match_rule, touches_system
-
-_HANDLERS: dict[SearchAPI, Callable[[SearchCall], Awaitable[web.StreamResponse]]] = {
-    SearchAPI.SEARCH: search,
-    SearchAPI.SEARCH_TEMPLATE: search_template,
-    SearchAPI.MSEARCH: msearch,
-    SearchAPI.MSEARCH_TEMPLATE: msearch_template,
-}
 
 
 class SearchInterceptor:
@@ -41,6 +34,13 @@ class SearchInterceptor:
         self.engine = engine
         self.metrics = metrics
         self.reranker = Reranker(scorers, metrics, settings.limits)
+        # The async searches this bridge runs itself, and their store: owned here, never global.
+        self.async_searches = AsyncSearches(settings, engine, self.reranker, metrics)
+        self.routes = route_table(self.async_searches)
+
+    async def close(self) -> None:
+        """Cancel the async searches still running and forget the kept results (shutdown)."""
+        await self.async_searches.close()
 
     async def handle(self, request: web.Request, endpoint: SearchEndpoint) -> web.StreamResponse | None:
         """The answer for a search (``endpoint``, from :func:`classify`); None to relay the request untouched.
@@ -89,6 +89,9 @@ class SearchInterceptor:
             metrics=self.metrics,
             reranker=self.reranker,
         )
+        route = self.routes[endpoint.api]
+        if not route.planned:
+            return await route.handler(call)
         if not body.readable:
             return await call.untouched("unreadable_body")
         if not wants_json:
@@ -99,7 +102,7 @@ class SearchInterceptor:
         reason = _passthrough_reason(self.settings, call)
         if reason is not None:
             return await call.relayed_if_safe(reason)
-        return await _HANDLERS[endpoint.api](call)
+        return await route.handler(call)
 
 
 def _passthrough_reason(settings: Settings, call: SearchCall) -> str | None:

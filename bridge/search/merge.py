@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bridge.search.filter_path import apply_filter_path
@@ -19,29 +20,61 @@ def passages(response: dict[str, Any], plan: Plan) -> list[str]:
     return [passage_text(hit, plan.fields, plan.separator) for hit in window_hits(response, plan)]
 
 
+def document_keys(response: dict[str, Any], plan: Plan) -> list[str | None]:
+    """``"<_index>/<_id>"`` of each window hit, the document identity a scorer may cache by; None without one."""
+    keys: list[str | None] = []
+    for hit in window_hits(response, plan):
+        index, doc = hit.get("_index"), hit.get("_id")
+        keys.append(f"{index}/{doc}" if isinstance(index, str) and isinstance(doc, str) else None)
+    return keys
+
+
+def engine_score(hit: Mapping[str, Any]) -> float | None:
+    """The engine's ``_score`` of a hit; None where it gave none (``null``, absent, not a finite number)."""
+    score = hit.get("_score")
+    if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
+        return None
+    return float(score)
+
+
 def reranked(
     response: dict[str, Any], plan: Plan, scores: Sequence[float], rerank_ms: float
 ) -> dict[str, Any]:
-    """The engine's answer with the window ordered by ``scores`` (ties keep the engine's order)."""
+    """The engine's answer with the window ordered by the plan's fusion of ``scores`` and the engine's scores.
+
+    Reranked hits carry their final score; hits past ``top_n`` follow in the engine's order with the engine's
+    score, then the hits past the window, as the engine answered them. With ``min_score``, only the window's
+    hits that reach it are answered (hits past the window have no final score to judge), and ``hits.total``
+    counts them, as Elasticsearch's text_similarity_reranker does. Paging applies last.
+    """
     hits = list(response["hits"]["hits"])
     window, rest = hits[: plan.window], hits[plan.window :]
     if len(scores) != len(window):
         raise ValueError(f"{len(scores)} scores for {len(window)} hits")
-    order = sorted(range(len(window)), key=lambda i: -scores[i])
+    ranking = plan.fusion.rank(scores, [engine_score(hit) for hit in window])
     ordered: list[dict[str, Any]] = []
-    for i in order:
+    for i in ranking.reranked:
         hit = dict(window[i])
         previous = hit.get("_score")
-        score = float(scores[i])
+        score = ranking.scores[i]
         hit["_score"] = score
         if plan.sorted_by_score and isinstance(hit.get("sort"), list):
             hit["sort"] = [score]
         if plan.keep_previous_score:
             hit["fields"] = {**hit.get("fields", {}), plan.previous_score_field: [previous]}
         ordered.append(hit)
-    answer = _paged(response, plan, ordered + rest, rerank_ms)
-    if response["hits"].get("max_score") is not None and scores:
-        answer["hits"]["max_score"] = max(float(s) for s in scores)
+    answered = ordered + [window[i] for i in ranking.unranked]
+    cutoff = plan.fusion.min_score is not None
+    if not cutoff:
+        answered += rest
+    answer = _paged(response, plan, answered, rerank_ms)
+    if response["hits"].get("max_score") is not None and (ordered or ranking.cut):
+        answer["hits"]["max_score"] = max((hit["_score"] for hit in ordered), default=None)
+    total = response["hits"].get("total")
+    if cutoff and isinstance(total, int) and not isinstance(total, bool):  # rest_total_hits_as_int
+        answer["hits"]["total"] = len(answered)
+    elif cutoff and isinstance(total, Mapping):
+        answer["hits"]["total"] = {**total, "value": len(answered), "relation": "eq"}
     return answer
 
 

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from bridge.config import RuleSettings, Settings
 from bridge.errors import bad_request
+from bridge.search.combine import Fusion, choose
 from bridge.search.dialects import translate
 from bridge.search.json_codec import scrub_surrogates
 from bridge.search.query_text import extract_query_text, query_text_from_uri
 from bridge.search.request import QueryString, RerankOptions, take_rerank_options
-from bridge.search.rules import match_rule, touches_system
+from bridge.search.rules import index_names, match_rule, touches_system
 from bridge.search.source_filter import SourceSpec, parse_source_spec, widen
 
 # Query-string parameters the bridge re-applies itself on a reranked search.
@@ -45,20 +46,50 @@ class Plan:
     """A search to rerank: what to ask the engine, and how to cut the answer back to the client's page."""
 
     model: str
-    fields: tuple[str, ...]
-    separator: str
+    rule: RuleSettings
+    """The effective rule: the matched one (or :func:`adhoc_rule`) updated by ``ext.rerank``."""
+    fusion: Fusion
+    """How the window is ordered, chosen once from ``rule``."""
     query_text: str
     window: int
     offset: int
     size: int
-    timeout_s: float
-    keep_previous_score: bool
-    previous_score_field: str
     source: SourceSpec
     filter_path: str | None
     sorted_by_score: bool
     upstream_body: dict[str, Any]
     upstream_query: QueryString
+    dialect: str | None = None
+    """The dialect the search came in (``Translated.dialect``): its rewritten form is the only one the engine
+    can answer, so the engine's refusal of it is the answer."""
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(self.rule.fields)
+
+    @property
+    def separator(self) -> str:
+        return self.rule.separator
+
+    @property
+    def timeout_s(self) -> float:
+        return self.rule.timeout_ms / 1000
+
+    @property
+    def keep_previous_score(self) -> bool:
+        return self.rule.keep_previous_score
+
+    @property
+    def previous_score_field(self) -> str:
+        return self.rule.previous_score_field
+
+
+def adhoc_rule(settings: Settings, index: str | None, fields: Sequence[str]) -> RuleSettings:
+    """The rule of a search that no configured rule covers but ``ext.rerank`` opts in: every rule default, for
+    the indices it names, capped by ``limits.max_window`` alone (no rule narrows it)."""
+    return RuleSettings(
+        indices=index_names(index), fields=list(fields), max_window=settings.limits.max_window
+    )
 
 
 def _body_paging(body: Mapping[str, Any] | None, name: str, default: int) -> int | None:
@@ -186,6 +217,9 @@ def plan_search(
 ) -> Plan | Skip:
     """Decide for one search; raises engine-shaped 400s only for the bridge's own parameters."""
     translated = translate(settings, index, query, body)
+    if translated.engine_owned is not None:
+        # The engine's own pipeline reads this request (its ext.rerank included): it gets it as sent.
+        return Skip(translated.engine_owned, translated.body, False, translated.query)
     query = translated.query
     options, body = take_rerank_options(translated.body, query)
     changed = translated.changed or (options != RerankOptions() and body is not None)
@@ -198,15 +232,16 @@ def plan_search(
         return skip("disabled_by_request")
     if touches_system(index):
         return skip("system_index")
-    rule = match_rule(index, settings.rules)
-    if rule is None and options.enabled is not True:
+    matched = match_rule(index, settings.rules)
+    if matched is None and options.enabled is not True:
         return skip("no_rule")
-    if rule is not None and not rule.enabled and options.enabled is not True:
+    if matched is not None and not matched.enabled and options.enabled is not True:
         return skip("rule_disabled")
-    fields = options.fields or (tuple(rule.fields) if rule else None)
+    fields = options.fields or (tuple(matched.fields) if matched else None)
     if not fields:
         raise bad_request("[ext.rerank.fields] is required: no rerank rule matches this index")
-    model = options.model or (rule.model if rule else None) or settings.default_model()
+    rule = (matched or adhoc_rule(settings, index, fields)).model_copy(update=options.rule_updates())
+    model = options.model or rule.model or settings.default_model()
     if model is None:
         raise bad_request("no rerank model is configured")
     if model not in settings.models:
@@ -231,16 +266,18 @@ def plan_search(
     for feature in _OWN_ORDERING:
         if body and body.get(feature) is not None:
             return skip(feature)
-    text = _query_text(options, rule, body, query, template_params)
+    text = _query_text(options, matched, body, query, template_params)
     if text is None:
         return skip("no_query_text")
     text = scrub_surrogates(text)  # ext.rerank.query_text or a template parameter may hold a lone surrogate
 
-    cap = min(rule.max_window if rule else settings.limits.max_window, settings.limits.max_window)
-    window = min(options.window or (rule.window if rule else None) or settings.default_window(model), cap)
-    if offset >= window:
-        # The page lies wholly past the reranked window, where the engine's order stands anyway.
+    cap = min(rule.max_window, settings.limits.max_window)
+    window = min(options.window or rule.window or settings.default_window(model), cap)
+    if offset >= window and rule.min_score is None:
+        # The page lies wholly past the reranked window, where the engine's order stands anyway. (With
+        # min_score, only the window's hits that pass it are answered: such a page is empty, and planned.)
         return skip("beyond_window")
+    rule = rule.model_copy(update={"model": model, "window": window})
 
     source = parse_source_spec(body.get("_source") if body else None, query.params())
     upstream_body = dict(body or {})
@@ -253,23 +290,20 @@ def plan_search(
         upstream_body["_source"] = _source_body(wide)
     filter_path = query.get("filter_path")
     upstream_query = upstream_query.without({"filter_path"})
-    timeout_ms = rule.timeout_ms if rule else 2000
     return Plan(
         model=model,
-        fields=tuple(fields),
-        separator=rule.separator if rule else "\n",
+        rule=rule,
+        fusion=choose(rule),
         query_text=text,
         window=window,
         offset=offset,
         size=size,
-        timeout_s=timeout_ms / 1000,
-        keep_previous_score=rule.keep_previous_score if rule else False,
-        previous_score_field=rule.previous_score_field if rule else "_engine_score",
         source=source,
         filter_path=filter_path,
         sorted_by_score=bool(sorted_by_score),
         upstream_body=upstream_body,
         upstream_query=upstream_query,
+        dialect=translated.dialect,
     )
 
 

@@ -29,10 +29,12 @@ class Outcome:
     window: int
     reason: str | None = None
     model_ms: float = 0.0
+    combine: str = "replace"
+    """How the model's scores were used (``replace``, ``linear``, ``rrf``; several comma-joined for msearch)."""
 
     def header(self) -> str:
         if self.applied:
-            return f"applied; model={self.model}; window={self.window}"
+            return f"applied; model={self.model}; window={self.window}; combine={self.combine}"
         return f"skipped; reason={self.reason}"
 
 
@@ -45,13 +47,14 @@ class Reranker:
     async def apply(self, plan: Plan, response: dict[str, Any]) -> tuple[Any, Outcome]:
         """The client's answer built from the engine's ``response`` to ``plan.upstream_body``."""
         texts = merge.passages(response, plan)
+        keys = merge.document_keys(response, plan)
         started = time.perf_counter()
         reason: str | None = None
         scores: list[float] = []
         try:
             if texts:
                 scores = await asyncio.wait_for(
-                    self.scorers[plan.model].score(plan.query_text, texts), plan.timeout_s
+                    self.scorers[plan.model].score(plan.query_text, texts, keys=keys), plan.timeout_s
                 )
                 if len(scores) != len(texts) or not all(math.isfinite(score) for score in scores):
                     raise ScoringError(f"{len(scores)} scores (or non-finite ones) for {len(texts)} passages")
@@ -71,7 +74,8 @@ class Reranker:
         self.metrics.rerank_latency.labels(plan.model).observe(elapsed_ms / 1000)
         if reason is None:
             answer = merge.reranked(response, plan, scores, elapsed_ms)
-            return merge.finish(answer, plan), Outcome(True, plan.model, len(texts), model_ms=elapsed_ms)
+            outcome = Outcome(True, plan.model, len(texts), model_ms=elapsed_ms, combine=plan.fusion.name)
+            return merge.finish(answer, plan), outcome
         self.metrics.fail_open.labels(reason).inc()
         if self.limits.over_limit == "reject" and reason == "queue_full":
             raise BridgeHTTPError(429, "rejected_execution_exception", "rerank queue is full; retry later")
@@ -80,4 +84,5 @@ class Reranker:
                 504, "rerank_timeout_exception", f"reranking took longer than {plan.timeout_s}s"
             )
         answer = merge.engine_order(response, plan, elapsed_ms)
-        return merge.finish(answer, plan), Outcome(False, plan.model, len(texts), reason, elapsed_ms)
+        outcome = Outcome(False, plan.model, len(texts), reason, elapsed_ms, combine=plan.fusion.name)
+        return merge.finish(answer, plan), outcome

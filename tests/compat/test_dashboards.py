@@ -248,7 +248,7 @@ async def test_score_sorted_discover_is_reranked_with_highlights(
     assert status == 200
     answer, direct = json.loads(raw), json.loads(direct_raw)
     # All matching products fit in the rule's window of 100: each one was reranked.
-    assert headers["X-Rerank"] == f"applied; model=tiny; window={len(direct['hits']['hits'])}"
+    assert headers["X-Rerank"] == f"applied; model=tiny; window={len(direct['hits']['hits'])}; combine=replace"
     hits = answer["hits"]["hits"]
     assert {h["_id"] for h in hits} == {h["_id"] for h in direct["hits"]["hits"]}
     assert [h["_id"] for h in hits] != [h["_id"] for h in direct["hits"]["hits"]]

@@ -299,7 +299,7 @@ async def test_ruled_search_is_reranked_in_elasticsearch_format(
         async with http.post(f"{bridge}/{RULED}/_search", json=body) as response:
             assert response.status == 200, await response.text()
             bridged, headers = await response.json(), response.headers
-    assert headers["X-Rerank"] == f"applied; model=tiny; window={WINDOW}"
+    assert headers["X-Rerank"] == f"applied; model=tiny; window={WINDOW}; combine=replace"
     assert len(ids(direct)) == WINDOW
     assert sorted(ids(bridged)) == sorted(ids(direct))
     # Elasticsearch's shape, as the engine gave it.
@@ -383,7 +383,7 @@ async def test_inline_search_template_is_reranked(es_url: str, bridge: str, indi
             reference = await response.json()
         async with http.post(f"{bridge}/{RULED}/_search/template", json=template) as response:
             assert response.status == 200, await response.text()
-            assert response.headers["X-Rerank"] == f"applied; model=tiny; window={WINDOW}"
+            assert response.headers["X-Rerank"] == f"applied; model=tiny; window={WINDOW}; combine=replace"
             answer = await response.json()
     assert len(ids(direct)) == 10  # the engine renders and runs the template itself
     assert ids(answer) == ids(reference)  # the bridge reranks it like the same plain search

@@ -128,6 +128,9 @@ def test_eval_against_a_running_bridge(served_bridge: tuple[str, Path, str], ope
     report = json.loads((out / "report.json").read_text())
     assert report["bridge"]["mode"] == "external"
     assert report["bridge"]["x_rerank"] == {"applied": 6, "not_applied": {}, "total": 6}
+    # No --combine with --bridge: the running bridge's rule decides, and no combination keys are sent.
+    assert report["run"]["combine"] == ["rule"] and report["modes"]["rule"]["ext_rerank"] == {}
+    assert report["verify"]["mode"] == "replace"
     assert report["verify"]["all_agree"] and report["verify"]["queries"] == 4
     assert report["index"]["action"] in ("created", "kept")
 
@@ -143,3 +146,87 @@ def test_eval_against_a_running_bridge(served_bridge: tuple[str, Path, str], ope
         "applied": 0, "not_applied": {"skipped; reason=no_rule": 6}, "total": 6
     }
     assert not report["verify"]["all_agree"]
+
+
+@pytest.mark.parametrize(
+    ("normalize", "st_config", "similarity"),
+    [
+        (True, None, "auto"),  # cosine, which is the dot product here
+        (False, None, "auto"),  # names none and does not normalise: the raw dot product
+        (False, {"similarity_fn_name": "cosine"}, "auto"),  # the model's own choice
+        (False, None, "cosine"),  # the bridge's configured one
+        (True, {"prompts": {"query": "query: ", "document": "passage: "}}, "auto"),  # encode_query/_document
+    ],
+)
+async def test_bi_encoder_reference_matches_the_bridge_scorer(
+    tmp_path: Path, normalize: bool, st_config: dict[str, object] | None, similarity: str
+) -> None:
+    """sentence-transformers' own encode + similarity, in float32, against the bridge's bi-encoder: 1e-5."""
+    from bridge.evaluation.verify import BI_ENCODER_TOLERANCES, BiEncoderReference
+    from bridge.scoring.registry import build_scorer
+    from tests.tiny_models import build_bi_encoder
+
+    model = build_bi_encoder(tmp_path / "bi", normalize=normalize, st_config=st_config, seed=5)
+    settings = ModelSettings(
+        kind="bi-encoder", source=str(model), dtype="float32", device="cpu", similarity=similarity  # type: ignore[arg-type]
+    )
+    bridge = build_scorer("tiny-bi", settings)
+    await bridge.start()
+    try:
+        served = await bridge.score(QUERY, PASSAGES, [f"idx/{i}" for i in range(len(PASSAGES))])
+    finally:
+        await bridge.close()
+    reference = BiEncoderReference(str(model), similarity=None if similarity == "auto" else similarity)
+    expected = "dot" if not normalize and st_config is None and similarity == "auto" else "cosine"
+    assert reference.similarity == expected
+    scores = reference.score(QUERY, PASSAGES)
+    assert best_transform(list(zip(scores, served, strict=True))) == "identity"
+    assert scores == pytest.approx(served, abs=BI_ENCODER_TOLERANCES["float32"])
+    if not normalize:  # the two similarities really differ here, so the check above tells them apart
+        assert BiEncoderReference(str(model), similarity="cosine" if expected == "dot" else "dot").score(
+            QUERY, PASSAGES
+        ) != pytest.approx(served, abs=1e-3)
+
+
+@pytest.mark.engine
+@pytest.mark.slow
+def test_eval_compares_modes_with_a_detected_bi_encoder(opensearch_url: str, tmp_path: Path) -> None:
+    """One run, a tiny bi-encoder found by its modules.json, three modes: every mode reranked through the
+    in-process bridge, the later ones from the score cache, and the exactness sample checked against
+    sentence-transformers (on replace answers asked for separately, as the run has no replace mode)."""
+    from tests.tiny_models import build_bi_encoder
+
+    model = build_bi_encoder(tmp_path / "bi", seed=7)
+    collection = tiny_collection(tmp_path / "tiny")
+    index = scratch_name("eval-modes")
+    out = tmp_path / "out"
+    try:
+        done = subprocess.run(
+            [
+                sys.executable, "-m", "bridge", "eval", str(collection), "--upstream", opensearch_url,
+                "--model", str(model), "--index", index, "--window", "10", "--verify-sample", "3",
+                "--combine", "linear:0.7:z_score,rrf:5,rule", "--out", str(out), "--no-progress",
+            ],
+            capture_output=True, text=True, timeout=300, cwd=REPO,
+        )
+    finally:
+        urllib.request.urlopen(
+            urllib.request.Request(f"{opensearch_url}/{index}?ignore_unavailable=true", method="DELETE")
+        ).read()
+    assert done.returncode == 0, f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"]["kind"] == "bi-encoder"
+    modes = report["modes"]
+    assert list(modes) == ["linear:0.7:z_score", "rrf:5", "rule"]
+    assert [m["scores_from"] for m in modes.values()] == ["model", "score cache", "score cache"]
+    for label, combine in (("linear:0.7:z_score", "linear"), ("rrf:5", "rrf"), ("rule", "replace")):
+        assert modes[label]["x_rerank"] == {"applied": 6, "not_applied": {}, "total": 6}
+        headers = {q["x_rerank"][label] for q in report["per_query"].values()}
+        assert headers == {f"applied; model=eval; window=10; combine={combine}"}, headers
+        assert sum(modes[label]["per_query_ndcg@10"].values()) == 6
+    verify = report["verify"]
+    assert verify["mode"] == "replace" and verify["queries"] == 3 and verify["all_agree"], verify
+    assert verify["reference"].startswith("sentence-transformers SentenceTransformer.encode float32 + cosine")
+    assert verify["bridge_score_vs_reference"]["max_abs_difference"] < 1e-5
+    assert "rrf:5" in done.stdout and "exactness (replace): 3/3" in done.stdout
+    assert (out / "ndcg_change.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -128,7 +128,7 @@ def test_eval_end_to_end_on_a_cranfield_slice(
         sys.executable, "-m", "bridge", "eval", str(shared_dir / "collections" / "cranfield"),
         "--upstream", opensearch_url, "--model", str(shared_model), "--index", index,
         *REFERENCE_FLAGS, "--queries", "30", "--window", "30", "--verify-sample", "5",
-        "--out", str(out), "--no-progress",
+        "--combine", "replace,linear:0.5,rrf", "--out", str(out), "--no-progress",
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=REPO)
     assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
@@ -144,10 +144,21 @@ def test_eval_end_to_end_on_a_cranfield_slice(
     assert sum(report["per_query_ndcg@10"].values()) == 30
     # The reranked path went through the bridge and was reranked there, every time.
     assert report["bridge"]["x_rerank"] == {"applied": 30, "not_applied": {}, "total": 30}
-    assert all(q["x_rerank"] == "applied; model=eval; window=30" for q in report["per_query"].values())
+    modes = report["modes"]
+    assert list(modes) == ["replace", "linear:0.5:min_max", "rrf:60"]
+    for label, combine in (("replace", "replace"), ("linear:0.5:min_max", "linear"), ("rrf:60", "rrf")):
+        assert all(
+            q["x_rerank"][label] == f"applied; model=eval; window=30; combine={combine}"
+            for q in report["per_query"].values()
+        )
+        assert modes[label]["x_rerank"] == {"applied": 30, "not_applied": {}, "total": 30}
+        assert modes[label]["latency_ms"]["count"] == 30 and modes[label]["rerank_ms"]["count"] == 30
+        # Reranking the top 30 of 100 keeps the same 100 hits, so recall cannot move.
+        assert modes[label]["metrics"]["recall@100"] == report["metrics"]["bm25"]["recall@100"]
     assert report["errors"]["bm25"] == report["errors"]["reranked"] == 0
-    # Reranking the top 30 of 100 keeps the same 100 hits, so recall cannot move.
-    assert report["metrics"]["reranked"]["recall@100"] == report["metrics"]["bm25"]["recall@100"]
+    assert report["metrics"]["reranked"] == modes["replace"]["metrics"]
+    # The later modes read the first one's scores from the bridge's cache: no model time of their own.
+    assert modes["rrf:60"]["rerank_ms"]["p50"] < modes["replace"]["rerank_ms"]["p50"] / 10
     verify = report["verify"]
     assert verify["queries"] == 5 and verify["all_agree"], verify
     assert verify["bridge_score_vs_reference"]["max_abs_difference"] < 1e-3

@@ -13,7 +13,6 @@ from bridge.config import ConfigError, Settings
 from bridge.evaluation.command import add_eval_parser, default_index_name, eval_settings, resolve_model
 from bridge.evaluation.indexing import IndexingError, index_body
 from bridge.evaluation.metrics import evaluate, win_tie_loss
-from bridge.evaluation.report import plot_ndcg_change, table
 from bridge.evaluation.runner import Answer, QueryBuilder, RunError, latency_summary, rerank_outcomes
 from bridge.evaluation.verify import apply_transform, best_transform, check_query, passage, sample
 from bridge.scoring.settings import ModelSettings
@@ -199,32 +198,6 @@ def test_parser_defaults_and_index_name(tmp_path: Path) -> None:
     from bridge.evaluation.collection import Collection
 
     assert default_index_name(Collection(tmp_path / "My Set_1", {}, {})) == "eval-my-set_1"
-
-
-def test_table_and_plot(tmp_path: Path) -> None:
-    per_query = {
-        "q1": {"bm25": {"ndcg@10": 0.2}, "reranked": {"ndcg@10": 0.6}},
-        "q2": {"bm25": {"ndcg@10": 0.5}, "reranked": {"ndcg@10": 0.1}},
-    }
-    metrics = {"ndcg@10": 0.35, "mrr@10": 0.5, "recall@100": 0.9}
-    report = {
-        "collection": {"name": "mini"},
-        "index": {"name": "eval-mini"},
-        "model": {"label": "m"},
-        "run": {"queries": 2, "window": 10, "depth": 100},
-        "metrics": {"bm25": metrics, "reranked": {**metrics, "ndcg@10": 0.35}},
-        "per_query_ndcg@10": {"wins": 1, "ties": 0, "losses": 1},
-        "latency_ms": {"bm25": {"count": 2, "p50": 3.0, "p95": 4.0}, "reranked": {"count": 0}},
-        "bridge": {"x_rerank": {"applied": 1, "total": 2, "not_applied": {"skipped; reason=timeout": 1}}},
-        "errors": {"bm25": 0, "reranked": 0},
-        "verify": {"agree": 3, "queries": 3, "exact": 2, "tolerance": 1e-4},
-        "per_query": per_query,
-    }
-    text = table(report)
-    assert "NDCG@10" in text and "1 better, 0 same, 1 worse" in text and "skipped; reason=timeout x1" in text
-    assert "3/3 sampled windows" in text
-    plot_ndcg_change(report, tmp_path / "plot.png")
-    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 class FakeReference:

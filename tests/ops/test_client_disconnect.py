@@ -59,7 +59,7 @@ async def test_disconnect_drops_pairs_and_leaks_nothing(opensearch_url: str, sha
                 small = {"query": {"match": {"text": "wind"}}, "size": 5, "ext": {"rerank": {"window": 5}}}
                 async with http.post(f"{url}/{INDEX}/_search", json=small) as response:
                     assert response.status == 200
-                    assert response.headers["X-Rerank"] == "applied; model=minilm; window=5"
+                    assert response.headers["X-Rerank"] == "applied; model=minilm; window=5; combine=replace"
     finally:
         async with aiohttp.ClientSession() as http:
             await delete_indices(http, opensearch_url, INDEX)

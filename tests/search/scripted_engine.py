@@ -80,7 +80,9 @@ class ScriptedEngine:
 
 def reply(status: int, body: Any, **headers: str) -> EngineReply:
     raw = body if isinstance(body, bytes) else dump_json(body)
-    return EngineReply(status, CIMultiDict({"Content-Type": "application/json; charset=UTF-8", **headers}), raw)
+    return EngineReply(
+        status, CIMultiDict({"Content-Type": "application/json; charset=UTF-8", **headers}), raw
+    )
 
 
 def engine_error(status: int, error_type: str, reason: str) -> EngineReply:
@@ -112,6 +114,7 @@ class WordScorer:
     def __init__(self, name: str = "words") -> None:
         self.name = name
         self.queries: list[str] = []
+        self.keys: list[list[str | None] | None] = []
 
     async def start(self) -> None:
         pass
@@ -119,8 +122,11 @@ class WordScorer:
     async def close(self) -> None:
         pass
 
-    async def score(self, query: str, passages: Sequence[str]) -> list[float]:
+    async def score(
+        self, query: str, passages: Sequence[str], keys: Sequence[str | None] | None = None
+    ) -> list[float]:
         self.queries.append(query)
+        self.keys.append(list(keys) if keys is not None else None)
         words = set(query.split())
         return [float(sum(word in words for word in passage.split())) for passage in passages]
 

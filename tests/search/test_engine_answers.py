@@ -35,7 +35,7 @@ async def test_a_reranked_search_is_fetched_once_as_the_window_and_reordered() -
     async with intercepting(engine) as client:
         response = await client.post("/rr-docs/_search", json=SEARCH)
         assert response.status == 200
-        assert response.headers["X-Rerank"] == "applied; model=words; window=5"
+        assert response.headers["X-Rerank"] == "applied; model=words; window=5; combine=replace"
         answer = await response.json()
     assert [hit["_source"]["title"] for hit in answer["hits"]["hits"]] == [
         "red red car fast",
@@ -125,7 +125,7 @@ async def test_a_template_is_rendered_by_the_engine_from_the_clients_bytes_then_
             "/rr-docs/_search/template", data=raw, headers={"Content-Type": "application/json"}
         )
         assert response.status == 200
-        assert response.headers["X-Rerank"] == "applied; model=words; window=5"
+        assert response.headers["X-Rerank"] == "applied; model=words; window=5; combine=replace"
     render, search = engine.asked
     assert render.target == "/_render/template" and render.body == raw
     assert search.target == "/rr-docs/_search" and search.json()["size"] == 5
@@ -338,7 +338,7 @@ async def test_an_msearch_template_item_that_opts_out_goes_as_a_clean_search_and
             "/_msearch/template", data=lines, headers={"Content-Type": "application/x-ndjson"}
         )
         assert response.status == 200
-        assert response.headers["X-Rerank"] == "applied; model=words; window=10"
+        assert response.headers["X-Rerank"] == "applied; model=words; window=10; combine=replace"
         answer = await response.json()
     [search] = [asked for asked in engine.asked if asked.target != "/_render/template"]
     assert search.target == "/_msearch" and not search.relayed

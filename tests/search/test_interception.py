@@ -59,7 +59,9 @@ def settings_for(opensearch_url: str, model: Path, **rule: Any) -> Settings:
     return Settings(
         upstream={"url": opensearch_url},
         models={"tiny": {"source": str(model), "dtype": "float32", "max_wait_ms": 1}},
-        rules=[{"indices": [RULED_PATTERN], "fields": ["title", "text"], "window": 50, "model": "tiny", **rule}],
+        rules=[
+            {"indices": [RULED_PATTERN], "fields": ["title", "text"], "window": 50, "model": "tiny", **rule}
+        ],
     )
 
 
@@ -98,7 +100,7 @@ async def test_paging_concatenates_to_the_reranked_window(bridge: str) -> None:
     async with aiohttp.ClientSession() as http:
         status, whole, headers = await search(http, bridge, RULED, {"query": QUERY, "size": 50})
         assert status == 200
-        assert headers["X-Rerank"] == "applied; model=tiny; window=50"
+        assert headers["X-Rerank"] == "applied; model=tiny; window=50; combine=replace"
         pages = []
         for page in range(5):
             status, answer, headers = await search(
@@ -251,7 +253,7 @@ async def test_ext_rerank_opts_in_and_overrides(bridge: str) -> None:
         }
         status, answer, headers = await search(http, bridge, PLAIN, body)
         assert status == 200
-        assert headers["X-Rerank"] == "applied; model=tiny; window=20"
+        assert headers["X-Rerank"] == "applied; model=tiny; window=20; combine=replace"
         assert len(answer["hits"]["hits"]) == 5 and "ext" not in answer
         status, error, _ = await search(
             http, bridge, RULED, {"query": QUERY, "ext": {"rerank": {"window": -1}}}
@@ -327,7 +329,7 @@ async def test_search_templates_are_reranked(
         for template in (stored, inline):
             async with http.post(f"{bridge}/{RULED}/_search/template", json=template) as response:
                 assert response.status == 200, await response.text()
-                assert response.headers["X-Rerank"] == "applied; model=tiny; window=50"
+                assert response.headers["X-Rerank"] == "applied; model=tiny; window=50; combine=replace"
                 answer = await response.json()
             assert ids(answer) == ids(reference)
         lines = []
@@ -364,7 +366,9 @@ class FailingScorer:
     async def close(self) -> None:
         pass
 
-    async def score(self, query: str, passages: Sequence[str]) -> list[float]:
+    async def score(
+        self, query: str, passages: Sequence[str], keys: Sequence[str | None] | None = None
+    ) -> list[float]:
         if self.mode == "raise":
             raise ScoringError("CUDA error: device-side assert triggered")
         if self.mode == "oom":
@@ -461,7 +465,9 @@ async def test_a_large_unruled_answer_streams_byte_for_byte_and_says_why_it_was_
 ) -> None:
     big = scratch_name("plain-big")
     async with aiohttp.ClientSession() as http:
-        await create_index(http, opensearch_url, big, [{"text": f"doc {i} " + "x" * 20_000} for i in range(20)])
+        await create_index(
+            http, opensearch_url, big, [{"text": f"doc {i} " + "x" * 20_000} for i in range(20)]
+        )
         try:
             body = {"query": {"match_all": {}}, "size": 20}
             async with http.post(f"{opensearch_url}/{big}/_search", json=body) as response:

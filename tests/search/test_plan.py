@@ -6,10 +6,11 @@ from typing import Any
 
 import pytest
 
-from bridge.config import Settings
+from bridge.config import RuleSettings, Settings
 from bridge.errors import BridgeHTTPError
+from bridge.search.combine import Fusion, Linear, ReciprocalRank, Replace
 from bridge.search.endpoints import SearchAPI, classify
-from bridge.search.plan import Plan, Skip, plan_search
+from bridge.search.plan import Plan, Skip, adhoc_rule, plan_search
 from bridge.search.request import QueryString
 from bridge.search.rules import index_names, match_rule
 
@@ -344,3 +345,121 @@ def test_a_source_the_engine_may_refuse_is_not_widened_but_left_to_it(source: An
 )
 def test_a_source_the_engine_takes_is_planned(source: Any) -> None:
     assert isinstance(plan("docs-1", {"query": MATCH, "_source": source}), Plan)
+
+
+# --- the effective rule: the matched rule (or the defaults), updated by ext.rerank ------------------------------
+
+
+def test_the_plan_carries_the_matched_rule_with_the_resolved_model_and_window() -> None:
+    decided = plan("docs-1", {"query": MATCH})
+    assert isinstance(decided, Plan)
+    assert decided.rule.indices == ["docs-*", "alias-docs"]
+    assert (decided.rule.model, decided.rule.window) == ("small", 50) == (decided.model, decided.window)
+    assert (decided.separator, decided.timeout_s, decided.keep_previous_score) == ("\n", 2.0, False)
+    assert decided.previous_score_field == "_engine_score"
+    assert decided.fusion.name == "replace"
+    assert SETTINGS.rules[0].model is None  # the configured rule is not changed
+
+
+def test_an_opted_in_search_without_a_rule_gets_every_rule_default() -> None:
+    decided = plan("other", {"query": MATCH, "ext": {"rerank": {"fields": ["t"]}}})
+    assert isinstance(decided, Plan)
+    defaults = RuleSettings(indices=["x"], fields=["x"])
+    assert decided.rule.indices == ["other"] and decided.fields == ("t",)
+    for name in (
+        "separator",
+        "timeout_ms",
+        "keep_previous_score",
+        "previous_score_field",
+        "combine",
+        "alpha",
+    ):
+        assert getattr(decided.rule, name) == getattr(defaults, name), name
+    assert decided.rule.max_window == SETTINGS.limits.max_window
+
+
+def test_the_ad_hoc_rule_is_capped_by_the_limits_only() -> None:
+    settings = Settings(models={"m": {"source": "/m"}}, limits={"max_window": 3000})
+    body = {"query": MATCH, "ext": {"rerank": {"fields": ["t"], "window": 2500}}}
+    decided = plan_search(settings, "any", QueryString.parse(""), body)
+    assert isinstance(decided, Plan) and decided.window == 2500
+    assert adhoc_rule(settings, "a,b", ["t"]).indices == ["a", "b"]
+
+
+def test_ext_rerank_fusion_keys_update_the_rule() -> None:
+    ext = {
+        "combine": "linear",
+        "alpha": 0.3,
+        "normalization": "z_score",
+        "rank_constant": 10,
+        "min_score": 0.25,
+        "top_n": 5,
+        "score_transform": "positive",
+    }
+    decided = plan("docs-1", {"query": MATCH, "ext": {"rerank": ext}})
+    assert isinstance(decided, Plan)
+    assert {name: getattr(decided.rule, name) for name in ext} == ext
+    assert decided.fusion == Fusion(Linear(0.3, "z_score"), "positive", 0.25, 5)
+    assert decided.fields == ("title", "body.text")  # what ext.rerank does not name stays the rule's
+
+
+def test_the_rules_own_fusion_settings_apply_unless_the_request_overrides_them() -> None:
+    settings = Settings(
+        models={"m": {"source": "/m"}},
+        rules=[{"indices": ["r"], "fields": ["t"], "combine": "rrf", "rank_constant": 20, "min_score": 0.01}],
+    )
+    decided = plan_search(settings, "r", QueryString.parse(""), {"query": MATCH})
+    assert isinstance(decided, Plan) and decided.fusion == Fusion(ReciprocalRank(20), min_score=0.01)
+    body = {"query": MATCH, "ext": {"rerank": {"combine": "replace", "min_score": -1}}}
+    overridden = plan_search(settings, "r", QueryString.parse(""), body)
+    assert isinstance(overridden, Plan) and overridden.fusion == Fusion(Replace(), min_score=-1.0)
+
+
+def test_alpha_and_min_score_take_any_json_number() -> None:
+    decided = plan("docs-1", {"query": MATCH, "ext": {"rerank": {"alpha": 1, "min_score": 3}}})
+    assert isinstance(decided, Plan)
+    assert decided.rule.alpha == 1.0 and decided.rule.min_score == 3.0
+
+
+def test_a_page_past_the_window_is_planned_when_min_score_cuts_the_answer_to_the_window() -> None:
+    body = {"query": MATCH, "from": 60, "ext": {"rerank": {"min_score": 0.5}}}
+    decided = plan("docs-1", body)
+    assert isinstance(decided, Plan) and decided.offset == 60 and decided.upstream_body["size"] == 70
+
+
+@pytest.mark.parametrize(
+    ("ext", "named"),
+    [
+        ({"combine": "sum"}, "combine"),
+        ({"combine": 1}, "combine"),
+        ({"alpha": 1.5}, "alpha"),
+        ({"alpha": -0.01}, "alpha"),
+        ({"alpha": "0.5"}, "alpha"),
+        ({"alpha": True}, "alpha"),
+        ({"alpha": 10**400}, "alpha"),
+        ({"normalization": "l2"}, "normalization"),
+        ({"rank_constant": 0}, "rank_constant"),
+        ({"rank_constant": 2.5}, "rank_constant"),
+        ({"rank_constant": False}, "rank_constant"),
+        ({"min_score": "high"}, "min_score"),
+        ({"min_score": float("inf")}, "min_score"),
+        ({"min_score": [1]}, "min_score"),
+        ({"top_n": 0}, "top_n"),
+        ({"top_n": -3}, "top_n"),
+        ({"top_n": "5"}, "top_n"),
+        ({"score_transform": "sigmoid"}, "score_transform"),
+        ({"score_transform": {"positive": True}}, "score_transform"),
+        ({"weights": [1, 2]}, "weights"),
+    ],
+)
+def test_bad_fusion_options_are_engine_shaped_400s_naming_the_key(ext: dict[str, Any], named: str) -> None:
+    with pytest.raises(BridgeHTTPError) as raised:
+        plan("docs-1", {"query": MATCH, "ext": {"rerank": ext}})
+    error = raised.value
+    assert (error.status, error.error_type) == (400, "x_content_parse_exception")
+    assert named in error.reason
+
+
+def test_null_fusion_options_mean_not_given() -> None:
+    decided = plan("docs-1", {"query": MATCH, "ext": {"rerank": {"min_score": None, "combine": None}}})
+    assert isinstance(decided, Plan) and decided.fusion == Fusion(Replace())

@@ -70,7 +70,7 @@ async def test_reranked_window_is_the_models_order(
             async with http.post(f"{opensearch_url}/{INDEX}/_search", json=body) as response:
                 engine_hits = (await response.json())["hits"]["hits"]
             async with http.post(f"{bridge}/{INDEX}/_search", json=body) as response:
-                assert response.headers["X-Rerank"] == f"applied; model=minilm; window={WINDOW}"
+                assert response.headers["X-Rerank"] == f"applied; model=minilm; window={WINDOW}; combine=replace"
                 bridged = (await response.json())["hits"]["hits"]
             passages = [f"{h['_source']['title']}\n{h['_source']['text']}" for h in engine_hits]
             expected = model_scores(shared_model, query, passages)

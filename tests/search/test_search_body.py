@@ -125,7 +125,7 @@ async def test_a_compressed_search_is_inflated_once_and_reranked(
             headers={"Content-Type": "application/json", "Content-Encoding": coding},
         )
         assert response.status == 200
-        assert response.headers["X-Rerank"] == "applied; model=words; window=3"
+        assert response.headers["X-Rerank"] == "applied; model=words; window=3; combine=replace"
     assert len(calls) == 1
     [asked] = scripted.asked
     assert "Content-Encoding" not in asked.headers and asked.json()["size"] == 5
@@ -170,7 +170,7 @@ async def test_many_empty_gzip_members_inflate_in_linear_time_off_the_event_loop
             )
             elapsed = time.perf_counter() - started
         assert response.status == 200
-        assert response.headers["X-Rerank"] == "applied; model=words; window=3"
+        assert response.headers["X-Rerank"] == "applied; model=words; window=3; combine=replace"
     assert lag.worst < 0.1
     assert elapsed < 2.0
     [asked] = scripted.asked

@@ -41,7 +41,7 @@ async def test_a_stored_document_with_a_lone_surrogate_is_reranked() -> None:
     async with intercepting(engine) as client:
         response = await client.post("/rr-docs/_search", json={"query": {"match": {"title": "fast red car"}}})
         assert response.status == 200
-        assert response.headers["X-Rerank"] == "applied; model=words; window=3"
+        assert response.headers["X-Rerank"] == "applied; model=words; window=3; combine=replace"
         raw = await response.read()
     assert b"\\UD800" in raw.upper()
     titles = [hit["_source"]["title"] for hit in parse_json(raw)["hits"]["hits"]]

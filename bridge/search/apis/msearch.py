@@ -236,7 +236,8 @@ def _summary(outcomes: list[Outcome], decisions: Sequence[Plan | Skip]) -> Outco
     longest = max((o.model_ms for o in outcomes), default=0.0)
     if applied:
         models = ",".join(sorted({o.model for o in applied}))
-        return Outcome(True, models, sum(o.window for o in applied), model_ms=longest)
+        modes = ",".join(sorted({o.combine for o in applied}))
+        return Outcome(True, models, sum(o.window for o in applied), model_ms=longest, combine=modes)
     if outcomes:
         return Outcome(False, outcomes[0].model, 0, outcomes[0].reason, longest)
     return Outcome(False, "", 0, _first_reason(decisions))

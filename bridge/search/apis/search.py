@@ -60,15 +60,16 @@ async def run_planned(call: SearchCall, plan: Plan) -> web.StreamResponse:
     body = await off_loop_if_large(len(call.body.text), dump_json, plan.upstream_body, request=True)
     reply = await call.engine.exchange("POST", path, call.json_headers(), body)
     call.metrics.upstream_latency.labels(call.endpoint.route).observe(call.engine.elapsed_ms / 1000)
-    response = await _search_answer(reply)
+    response = await search_answer(reply)
     if response is None:
-        return await call.not_answered(reply)
+        return await call.not_answered(reply, resend=plan.dialect is None)
     answer, outcome = await call.reranker.apply(plan, response)
     call.record(outcome)
     return call.json_answer(reply.headers, answer, outcome)
 
 
-async def _search_answer(reply: EngineReply) -> dict[str, Any] | None:
+async def search_answer(reply: EngineReply) -> dict[str, Any] | None:
+    """The engine's answer as a search response, or None when it is not one (a refusal, an unreadable body)."""
     if reply.status != 200:
         return None
     try:
