@@ -15,7 +15,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,7 @@ from bridge.evaluation.runner import (
 )
 from bridge.evaluation.verify import (
     BI_ENCODER_TOLERANCES,
+    CROSS_ENCODER_REFERENCE,
     TOLERANCES,
     BiEncoderReference,
     Reference,
@@ -99,6 +100,12 @@ def add_eval_parser(commands: Any) -> None:
     parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16", "auto"), default="float32",
                         help="dtype the bridge runs the model in")
     parser.add_argument("--device", default=None, help="torch device for the model (default: the model's setting)")
+    parser.add_argument("--max-passage-tokens", type=int, default=None, metavar="N",
+                        help="the model's max_passage_tokens: each passage cut to its first N tokens "
+                             "(default: the model's setting)")
+    parser.add_argument("--max-query-tokens", type=int, default=None, metavar="N",
+                        help="the model's max_query_tokens: the query cut to its first N tokens "
+                             "(default: the model's setting)")
     parser.add_argument("--window", type=int, default=100, help="hits the bridge reranks per query")
     parser.add_argument("--depth", type=int, default=100, help="hits asked for per query (Recall@100 needs 100)")
     parser.add_argument("--queries", type=int, default=None, metavar="N", help="only the first N judged queries")
@@ -155,7 +162,10 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     query_ids = collection.judged_queries(args.queries)
     index = args.index or default_index_name(collection)
     modes = parse_modes(default_combine(args))
-    model_name, model = resolve_model(settings, args.model, args.dtype, args.device, args.kind)
+    model_name, model = resolve_model(
+        settings, args.model, args.dtype, args.device, args.kind,
+        max_passage_tokens=args.max_passage_tokens, max_query_tokens=args.max_query_tokens,
+    )
     _check_model(model_name, model, args)
     builder = QueryBuilder(fields, args.depth, args.query_type, args.query_template)
     for mode in modes:  # a template whose ext cannot take the mode's keys is refused before indexing
@@ -201,8 +211,9 @@ def _check_numbers(args: argparse.Namespace) -> None:
     for name in ("window", "depth", "concurrency", "rerank_timeout_ms"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.queries is not None and args.queries < 1:
-        raise ValueError("--queries must be at least 1")
+    for name in ("queries", "max_passage_tokens", "max_query_tokens"):
+        if getattr(args, name, None) is not None and getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
     if args.verify_sample < 0:
         raise ValueError("--verify-sample must be 0 or more")
     if args.no_load and args.reindex:
@@ -261,12 +272,19 @@ def default_index_name(collection: Collection) -> str:
 
 
 def resolve_model(
-    settings: Settings, wanted: str | None, dtype: str, device: str | None, kind: str = "auto"
+    settings: Settings,
+    wanted: str | None,
+    dtype: str,
+    device: str | None,
+    kind: str = "auto",
+    *,
+    max_passage_tokens: int | None = None,
+    max_query_tokens: int | None = None,
 ) -> tuple[str, ModelSettings]:
     """A configured model by name, else ``wanted`` as a directory or Hub id; dtype (and device) as asked.
 
     ``kind`` auto keeps a configured model's kind and detects a directory's or cached Hub model's
-    (:func:`detect_kind`); any other value is that kind.
+    (:func:`detect_kind`); any other value is that kind. Token budgets given replace the model's own.
     """
     configured = wanted is None or wanted in settings.models
     if wanted is None:
@@ -294,6 +312,10 @@ def resolve_model(
         update["kind"] = detect_kind(model.source, model.revision)
     if device is not None:
         update["device"] = device
+    if max_passage_tokens is not None:
+        update["max_passage_tokens"] = max_passage_tokens
+    if max_query_tokens is not None:
+        update["max_query_tokens"] = max_query_tokens
     try:  # validated like the config's own models
         return name, ModelSettings.model_validate({**model.model_dump(), **update})
     except ValidationError as error:
@@ -437,6 +459,28 @@ async def _warm_up(
 REPLACE = Mode("replace", "replace", {"combine": "replace"})
 
 
+class BudgetedReference:
+    """A reference model given the texts the bridge's token budgets leave: each cut, by the reference's own
+    tokenizer's offsets, after its first ``max_query_tokens`` / ``max_passage_tokens`` tokens (for WordPiece
+    tokenizers that is exactly those tokens), so the check compares like with like."""
+
+    def __init__(self, inner: Reference, query_tokens: int | None, passage_tokens: int | None) -> None:
+        from bridge.scoring.encoder import PrefixTokenizer
+
+        self.inner = inner
+        self.source = inner.source
+        self.max_length = inner.max_length
+        tokenizer = getattr(inner, "tokenizer", None) or inner.model.tokenizer  # type: ignore[attr-defined]
+        self.cutter = PrefixTokenizer(tokenizer)
+        self.query_tokens, self.passage_tokens = query_tokens, passage_tokens
+        budgets = f"max_query_tokens {query_tokens}, max_passage_tokens {passage_tokens}"
+        self.description = f"{getattr(inner, 'description', CROSS_ENCODER_REFERENCE)}, texts cut to {budgets}"
+
+    def score(self, query: str, passages: Sequence[str]) -> list[float]:
+        (query,) = self.cutter.cut_to_tokens([query], self.query_tokens)
+        return self.inner.score(query, self.cutter.cut_to_tokens(passages, self.passage_tokens))
+
+
 async def _verify(
     args: argparse.Namespace,
     queries: dict[str, str],
@@ -493,6 +537,8 @@ async def _verify(
         answers = {}
         for query_id in chosen:
             answers[query_id], _ = await bridge.search(REPLACE.body(builder.body(queries[query_id])))
+    if model.max_passage_tokens is not None or model.max_query_tokens is not None:
+        reference = BudgetedReference(reference, model.max_query_tokens, model.max_passage_tokens)
     tolerance = args.verify_tolerance if args.verify_tolerance is not None else tolerances[args.dtype]
     return await verify_sample(chosen, queries, answers, fetch_window, reference, fields, "\n", tolerance)
 
@@ -576,6 +622,8 @@ def build_report(
             "dtype": model.dtype,
             "device": model.device,
             "max_length": model.max_length,
+            "max_passage_tokens": model.max_passage_tokens,
+            "max_query_tokens": model.max_query_tokens,
             "cache_size": model.cache_size if args.bridge is None else None,
         },
         "bridge": {

@@ -6,6 +6,8 @@ from collections.abc import Callable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from bridge.scoring.precision import PrecisionReport
+
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -91,11 +93,37 @@ class Metrics:
             ["state"],
             registry=r,
         )
+        self.model_precision = Gauge(
+            "rerank_bridge_model_precision",
+            "1 for the precision each local model scores in (float32, bfloat16, float16, int8, "
+            "int8 (reduce_range)), after the start-up precision check.",
+            ["model", "precision"],
+            registry=r,
+        )
+        self.model_precision_delta = Gauge(
+            "rerank_bridge_model_precision_max_abs_delta",
+            "Largest |score difference| to float32 on the start-up check set (models not in float32).",
+            ["model"],
+            registry=r,
+        )
+        self.model_precision_fallback = Gauge(
+            "rerank_bridge_model_precision_fell_back",
+            "1 when a model fell back to float32 because its configured precision missed the tolerance.",
+            ["model"],
+            registry=r,
+        )
         self.async_search_bytes = Gauge(
             "rerank_bridge_async_search_bytes",
             "Bytes of async-search results kept (bounded by async_search.max_bytes).",
             registry=r,
         )
+
+    def model_loaded(self, model: str, precision: PrecisionReport) -> None:
+        """Record a started model's precision (set once per start; a scrape reads the gauges)."""
+        self.model_precision.labels(model, precision.precision).set(1)
+        self.model_precision_fallback.labels(model).set(1 if precision.fell_back else 0)
+        if precision.max_abs_delta is not None:
+            self.model_precision_delta.labels(model).set(precision.max_abs_delta)
 
     def watch_pool(self, state: Callable[[], Mapping[str, int | bool]]) -> None:
         """The pool gauges read ``state()`` when scraped: nothing to update on the request path."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ from bridge.scoring.encoder import (
     PrefixTokenizer,
     ShouldStop,
     Stopped,
+    budgeted,
     pieces,
 )
 from bridge.scoring.loading import (
@@ -39,7 +40,9 @@ from bridge.scoring.loading import (
     open_source,
     plan_workers,
     quantize_int8,
+    swap_to_float32,
 )
+from bridge.scoring.precision import CHECK_PASSAGES, CHECK_QUERY, PrecisionReport, guard_precision
 from bridge.scoring.settings import ModelSettings
 from bridge.scoring.st_modules import DenseSpec, StPipeline, choose_similarity, read_pipeline
 from bridge.scoring.truncation import sanitize
@@ -207,9 +210,10 @@ class BiEncoderModel:
         model.eval()
         model.to(self.placement.device)
         if self.placement.quantize_int8:
-            model = quantize_int8(model)
+            model = quantize_int8(model, self.placement.int8)
         self.model: Any = model
         self.config = model.config
+        self._pretrained = common
         self.dense = [self._load_dense(spec) for spec in self.pipeline.dense]
 
         limit = self._limit()
@@ -231,6 +235,8 @@ class BiEncoderModel:
                 settings.source,
                 FALLBACK_CHARS_PER_TOKEN,
             )
+            if settings.max_query_tokens is not None or settings.max_passage_tokens is not None:
+                self._prefix.check_offsets("max_query_tokens and max_passage_tokens")
         self.prompts = {"query": self.pipeline.query_prompt, "document": self.pipeline.document_prompt}
         self._skip = {role: self._prompt_tokens(prompt) for role, prompt in self.prompts.items()}
 
@@ -247,6 +253,24 @@ class BiEncoderModel:
             self.max_length,
             self.max_batch_tokens,
         )
+        self.precision: PrecisionReport = guard_precision(
+            self, tolerance=settings.precision_tolerance, allow_inexact=settings.allow_inexact, log=log
+        )
+
+    # -- the precision guard (bridge.scoring.precision.Checkable) ------------------------------------------
+
+    def precision_label(self) -> str:
+        return self.placement.label
+
+    def check_scores(self) -> list[float]:
+        """The check set's similarities (query vector against each passage's), as requests get them."""
+        query = self.embed("query", [CHECK_QUERY])[0]
+        scores: list[float] = similarities(query, self.embed("document", CHECK_PASSAGES), self.similarity).tolist()
+        return scores
+
+    def use_float32(self) -> Callable[[bool], None]:
+        """Score with float32 weights until ``finish(keep)`` (the precision guard's reference)."""
+        return swap_to_float32(self, AutoModel)
 
     # -- loading -----------------------------------------------------------------------------------------
 
@@ -375,20 +399,34 @@ class BiEncoderModel:
 
     # -- tokenisation ------------------------------------------------------------------------------------
 
+    def token_budget(self, role: str) -> int | None:
+        """The configured budget of a query (``max_query_tokens``) or a document (``max_passage_tokens``)."""
+        if role == "query":
+            return self.settings.max_query_tokens
+        return self.settings.max_passage_tokens
+
     def encode(self, role: str, texts: Sequence[str], should_stop: ShouldStop | None = None) -> list[Encoded]:
-        """One model input per text (``role`` query or document picks the prompt); empty when stopped."""
+        """One model input per text (``role`` query or document picks the prompt); empty when stopped.
+
+        A token budget keeps the text's first N tokens; a prompt's own tokens come on top of it (the budget is
+        about the text), and ``max_seq_length`` still bounds the whole.
+        """
         if role not in ROLES:
             raise ValueError(f"role {role!r} is not one of {ROLES}")
         prompt = self.prompts[role]
-        full = [prompt + text for text in texts] if prompt else list(texts)
+        budget = self.token_budget(role)
         try:
             if self.template is None:
-                items = self._encode_fallback(full, should_stop)
+                cut = self._prefix.cut_to_tokens(texts, budget, should_stop)
+                items = self._encode_fallback([prompt + text for text in cut] if prompt else cut, should_stop)
             else:
+                full = [prompt + text for text in texts] if prompt else list(texts)
                 template = self.template
                 room = self.max_length - template.special_tokens
+                if budget is not None and prompt:
+                    budget += len(self._prefix.locked(prompt, add_special_tokens=False)["input_ids"])
                 items = []
-                for index, ids in enumerate(self._prefix.prefix_ids(full, room, should_stop)):
+                for index, ids in enumerate(self._prefix.prefix_ids(full, budgeted(room, budget), should_stop)):
                     input_ids, types = template.build(ids)
                     items.append(TextInput(index, input_ids, types))
         except Stopped:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from bridge.scoring.precision import Int8Scheme, choose_int8_scheme, precision_label
+
 log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -21,7 +23,8 @@ class Placement:
     ``weights_dtype`` is what the parameters are stored in; ``autocast`` is set when operations run under
     torch's autocast. CPU bf16 uses both: bf16 weights (no per-call weight casts, half the memory traffic,
     measured ~10-15% faster than fp32 weights under autocast on this project's AMX machines) under bf16 autocast
-    (ops that autocast keeps in fp32 stay there). Scores stay within ~0.01 of fp32.
+    (ops that autocast keeps in fp32 stay there). Scores stay within ~0.01 of fp32. ``int8`` is the int8
+    scheme when the Linear layers get dynamic quantisation (``quantize_int8`` then true).
     """
 
     device: torch.device
@@ -30,6 +33,18 @@ class Placement:
     quantize_int8: bool = False
     reasons: tuple[str, ...] = field(default_factory=tuple)
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    int8: Int8Scheme | None = None
+
+    @property
+    def label(self) -> str:
+        """The precision scores are computed in, as ``/_bridge/ready`` shows it."""
+        autocast = None if self.autocast is None else str(self.autocast).removeprefix("torch.")
+        weights = str(self.weights_dtype).removeprefix("torch.")
+        return precision_label(weights, autocast, self.int8 if self.quantize_int8 else None)
+
+    def float32(self, why: str) -> Placement:
+        """The same device in plain float32 (the precision guard's fallback)."""
+        return Placement(self.device, torch.float32, None, False, (*self.reasons, why))
 
     def describe(self) -> str:
         precision = str(self.weights_dtype).removeprefix("torch.") + " weights"
@@ -37,23 +52,31 @@ class Placement:
             precision += f", {str(self.autocast).removeprefix('torch.')} autocast"
         if self.quantize_int8:
             precision += ", int8 dynamic quantisation"
+            if self.int8 is not None and self.int8.reduce_range:
+                precision += " (reduce_range)"
         return f"{self.device} ({precision})"
 
 
-def cpu_bf16_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
-    """The CPU features that make bf16 matmuls fast (AMX tiles or AVX512-BF16); empty when there are none.
+def read_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The CPU's feature flags as ``/proc/cpuinfo`` spells them (``avx2``, ``avx512_vnni``, ``amx_int8`` ...).
 
-    Reads ``/proc/cpuinfo``; elsewhere (macOS, Windows) asks torch's own CPU probes.
+    Elsewhere (macOS, Windows) the few that matter here, from torch's own CPU probes.
     """
     try:
         for line in cpuinfo.read_text().splitlines():
             if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                return {flag for flag in _CPU_BF16_FLAGS if flag in flags}
+                return set(line.split(":", 1)[1].split())
     except OSError:
         pass
     found: set[str] = set()
-    probes = {"amx_bf16": "_is_amx_tile_supported", "avx512_bf16": "_is_avx512_bf16_supported"}
+    probes = {
+        "amx_bf16": "_is_amx_tile_supported",
+        "amx_int8": "_is_amx_tile_supported",
+        "avx512_bf16": "_is_avx512_bf16_supported",
+        "avx512_vnni": "_is_vnni_supported",
+        "avx512f": "_is_avx512_supported",
+        "avx2": "_is_avx2_supported",
+    }
     for flag, probe_name in probes.items():
         probe = getattr(torch.cpu, probe_name, None)
         try:
@@ -62,6 +85,11 @@ def cpu_bf16_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
         except RuntimeError:
             continue
     return found
+
+
+def cpu_bf16_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The CPU features that make bf16 matmuls fast (AMX tiles or AVX512-BF16); empty when there are none."""
+    return {flag for flag in _CPU_BF16_FLAGS if flag in read_cpu_flags(cpuinfo)}
 
 
 def parse_device(device: str) -> torch.device:
@@ -94,11 +122,17 @@ def _auto_device() -> tuple[torch.device, str]:
 
 
 def choose_placement(
-    device: str = "auto", dtype: str = "auto", quantize: str = "none", *, cpu_flags: set[str] | None = None
+    device: str = "auto",
+    dtype: str = "auto",
+    quantize: str = "none",
+    *,
+    cpu_flags: set[str] | None = None,
+    int8_reduce_range: bool | None = None,
 ) -> Placement:
     """Resolve ``device``/``dtype``/``quantize`` settings into a :class:`Placement`.
 
-    ``cpu_flags`` overrides CPU feature detection (for tests).
+    ``cpu_flags`` overrides CPU feature detection (for tests): the flags as ``/proc/cpuinfo`` lists them.
+    ``int8_reduce_range`` overrides the int8 activation range the CPU family would get.
     """
     reasons: list[str] = []
     if device == "auto":
@@ -116,7 +150,7 @@ def choose_placement(
         wanted = _DTYPES[dtype]
         if dev.type == "cpu" and wanted != torch.float32 and quantize != "int8":
             reasons.append(f"dtype {dtype}: configured; {dtype} weights under {dtype} autocast on the CPU")
-            if wanted == torch.bfloat16 and not (cpu_bf16_flags() if cpu_flags is None else cpu_flags):
+            if wanted == torch.bfloat16 and not _bf16(cpu_flags):
                 warnings.append(
                     "bfloat16 on a CPU without AMX or AVX512-BF16 is emulated: about 5x slower than float32 "
                     "(5.3x measured on an AMD EPYC without AVX-512); use dtype auto or float32"
@@ -139,7 +173,7 @@ def choose_placement(
         reasons.append("dtype auto: float32 weights under int8 dynamic quantisation")
         placement = Placement(dev, torch.float32, None, True, tuple(reasons))
     else:
-        flags = cpu_bf16_flags() if cpu_flags is None else cpu_flags
+        flags = _bf16(cpu_flags)
         if flags:
             reasons.append(
                 f"dtype auto: bfloat16 (weights and autocast), the CPU has {', '.join(sorted(flags))}"
@@ -150,6 +184,18 @@ def choose_placement(
             placement = Placement(dev, torch.float32, None, False, tuple(reasons))
 
     if placement.quantize_int8:
-        reasons.append("quantize int8: Linear layers get dynamic int8 quantisation")
-        placement = Placement(dev, placement.weights_dtype, None, True, tuple(reasons))
+        scheme = choose_int8_scheme(
+            read_cpu_flags() if cpu_flags is None else cpu_flags,
+            torch.backends.quantized.supported_engines,
+            int8_reduce_range,
+        )
+        reasons.append(f"quantize int8: Linear layers get dynamic int8 quantisation; {scheme.reason}")
+        placement = Placement(
+            dev, placement.weights_dtype, None, True, tuple(reasons), tuple(warnings), scheme
+        )
     return placement
+
+
+def _bf16(flags: set[str] | None) -> set[str]:
+    """The bf16 flags among ``flags`` (detected when None)."""
+    return cpu_bf16_flags() if flags is None else {flag for flag in _CPU_BF16_FLAGS if flag in flags}

@@ -7,6 +7,11 @@ Hugging Face truncates pairs. So a 1 MiB query costs what a 3 KB one does, and t
 ``tokenizer(query, passage, truncation="longest_first", max_length=...)`` (one documented exception: when the
 query and the passage each exceed the whole budget, the one with more characters counts as the longer one).
 
+Token budgets (``max_query_tokens``, ``max_passage_tokens``) cut a text to its first N tokens before pairing: the
+prefix tokenised is then bounded by the smaller of the budget and the model's room, and the pair equals Hugging
+Face's ``longest_first`` on the texts' first N tokens (see :func:`budgeted`). With ``long_documents: chunk`` the
+passage budget bounds the whole passage, and the windows cover what is left.
+
 The tokenizer is called in pieces of bounded size under a lock (the Rust tokenizer must not have its settings
 changed by two threads at once), so one request cannot hold it for long, and a cancelled request stops at the
 next piece.
@@ -20,6 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.scoring.base import ModelConfigError
 from bridge.scoring.chunking import PairTemplate, window_spans
 from bridge.scoring.settings import ModelSettings
 from bridge.scoring.truncation import cut_text, first_guess, longest_first, next_guess, sanitize
@@ -56,6 +62,15 @@ class Encoded:
 
 class Stopped(Exception):
     """The caller no longer wants the pairs (its request was cancelled)."""
+
+
+def budgeted(needed: int, budget: int | None) -> int:
+    """Tokens of a text worth tokenising: ``needed`` by the model's layout, at most the text's own budget.
+
+    ``prefix_ids`` returns the first ``min(needed, budget)`` tokens, which are exactly the first tokens of the text
+    cut to its budget; when the budget is above ``needed`` the cut changes none of the tokens the pair keeps.
+    """
+    return needed if budget is None else min(needed, budget)
 
 
 def pieces(lengths: Sequence[int]) -> Iterator[tuple[int, int]]:
@@ -125,6 +140,48 @@ class PrefixTokenizer:
             todo = again
         return result
 
+    def cut_to_tokens(
+        self, texts: Sequence[str], budget: int | None, should_stop: ShouldStop | None = None
+    ) -> list[str]:
+        """Each text up to the last character of its ``budget``-th token (whole when it has fewer tokens).
+
+        For tokenizers whose pairs cannot be assembled from ids (the fallback path): the cut text is what gets
+        tokenised. Texts are first cut to :data:`FALLBACK_CHARS_PER_TOKEN` characters per token of the budget,
+        so the cost stays bounded; the tokenizer's offsets (a fast tokenizer's) say where the token ends.
+        """
+        if budget is None:
+            return list(texts)
+        chars = FALLBACK_CHARS_PER_TOKEN * budget
+        heads = [sanitize(text[:chars]) for text in texts]
+        result: list[str] = []
+        for start, end in pieces([len(text) for text in heads]):
+            if should_stop is not None and should_stop():
+                raise Stopped
+            with self._lock:
+                encoded = self.tokenizer(
+                    heads[start:end],
+                    add_special_tokens=False,
+                    return_offsets_mapping=True,
+                    return_attention_mask=False,
+                    return_token_type_ids=False,
+                    verbose=False,
+                )
+            for text, offsets in zip(heads[start:end], encoded["offset_mapping"], strict=True):
+                result.append(text if len(offsets) <= budget else text[: offsets[budget - 1][1]])
+        return result
+
+    def check_offsets(self, what: str) -> None:
+        """Raise :class:`~bridge.scoring.base.ModelConfigError` when the tokenizer cannot say where tokens end
+        (a slow, pure-Python tokenizer), which :meth:`cut_to_tokens` needs."""
+        try:
+            encoded = self.tokenizer(["a b"], add_special_tokens=False, return_offsets_mapping=True)
+            encoded["offset_mapping"]
+        except (NotImplementedError, KeyError, ValueError, TypeError) as error:
+            raise ModelConfigError(
+                f"{what} need a tokenizer that gives token offsets (a fast tokenizer) for this model, whose "
+                f"pair layout is not learnable ({error})"
+            ) from None
+
 
 class PairEncoder(PrefixTokenizer):
     """Turns one query and its passages into model inputs; thread-safe (one lock around the tokenizer)."""
@@ -151,6 +208,16 @@ class PairEncoder(PrefixTokenizer):
                 "token of the budget, then tokenised in pairs",
                 settings.source,
                 FALLBACK_CHARS_PER_TOKEN,
+            )
+            if settings.max_query_tokens is not None or settings.max_passage_tokens is not None:
+                self.check_offsets("max_query_tokens and max_passage_tokens")
+        if settings.max_query_tokens is not None or settings.max_passage_tokens is not None:
+            log.info(
+                "model %s: token budgets: query %s, passage %s (first tokens kept, then longest_first to %d)",
+                settings.source,
+                settings.max_query_tokens or "whole",
+                settings.max_passage_tokens or "whole",
+                max_length,
             )
 
     def _template_fits(self) -> bool:
@@ -193,10 +260,13 @@ class PairEncoder(PrefixTokenizer):
         if self.settings.long_documents == "chunk":
             return self._encode_windows(query, passages, should_stop)
         template, room = self.template, self.room
-        # room + 1 tokens of each side tell whether it alone exceeds the room, all longest_first needs.
-        (query_ids,) = self.prefix_ids([query], room + 1, should_stop)
+        query_budget, passage_budget = self.settings.max_query_tokens, self.settings.max_passage_tokens
+        # room + 1 tokens of each side tell whether it alone exceeds the room, all longest_first needs; a budget
+        # below that gives the side's exact (cut) length.
+        (query_ids,) = self.prefix_ids([query], budgeted(room + 1, query_budget), should_stop)
         items = []
-        for index, passage_ids in enumerate(self.prefix_ids(passages, room + 1, should_stop)):
+        passage_ids_all = self.prefix_ids(passages, budgeted(room + 1, passage_budget), should_stop)
+        for index, passage_ids in enumerate(passage_ids_all):
             both_over = len(query_ids) > room and len(passage_ids) > room
             hint = len(query) > len(passages[index]) if both_over else None
             keep_query, keep_passage = longest_first(len(query_ids), len(passage_ids), room, hint)
@@ -211,12 +281,14 @@ class PairEncoder(PrefixTokenizer):
         assert template is not None
         room = self.room
         # A long query may take at most half the room, so passages keep windows worth scoring.
-        (query_ids,) = self.prefix_ids([query], room // 2, should_stop)
+        (query_ids,) = self.prefix_ids([query], budgeted(room // 2, self.settings.max_query_tokens), should_stop)
         size = room - len(query_ids)
         stride, max_chunks = self.settings.chunk_stride, self.settings.max_chunks
         step = max(1, size - min(stride, size - 1))
         # Tokens past the last window's end change no window: one more tells window_spans there are more.
         needed = size + (max_chunks - 1) * step + 1
+        # The passage budget bounds the whole passage: the windows cover its first max_passage_tokens tokens.
+        needed = budgeted(needed, self.settings.max_passage_tokens)
         items = []
         for index, ids in enumerate(self.prefix_ids(passages, needed, should_stop)):
             for start, end in window_spans(len(ids), size, stride, max_chunks):
@@ -227,15 +299,17 @@ class PairEncoder(PrefixTokenizer):
     def _encode_fallback(
         self, query: str, passages: Sequence[str], should_stop: ShouldStop | None
     ) -> list[Encoded]:
-        """Hugging Face's own pair truncation, on texts cut to a generous number of characters first."""
+        """Hugging Face's own pair truncation, on texts cut to a generous number of characters first (and to
+        their token budgets, by the tokenizer's offsets)."""
         chars = FALLBACK_CHARS_PER_TOKEN * self.max_length
         left = getattr(self.tokenizer, "truncation_side", "right") != "right"
 
         def bounded(text: str) -> str:
             return sanitize(text[-chars:] if left else text[:chars])
 
-        short_query = bounded(query)
-        texts = [bounded(passage) for passage in passages]
+        (short_query,) = self.cut_to_tokens([query], self.settings.max_query_tokens, should_stop)
+        short_query = bounded(short_query)
+        texts = [bounded(text) for text in self.cut_to_tokens(passages, self.settings.max_passage_tokens, should_stop)]
         items: list[Encoded] = []
         for start, end in pieces([len(short_query) + len(text) for text in texts]):
             if should_stop is not None and should_stop():

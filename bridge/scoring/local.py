@@ -11,6 +11,7 @@ from bridge.scoring.base import GuardedObserver, ScoringError, ScoringObserver
 from bridge.scoring.batcher import Batcher, BatcherStats
 from bridge.scoring.cache import ScoreCache, score_through_cache
 from bridge.scoring.model import CrossEncoderModel
+from bridge.scoring.precision import PrecisionReport
 from bridge.scoring.settings import ModelSettings
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,11 @@ class LocalScorer:
         if self.settings.warmup:
             await self._batcher.submit(_WARMUP_QUERY, list(_WARMUP_PASSAGES))
         log.info("scorer %s: ready in %.1f s", self.name, time.perf_counter() - started)
+
+    @property
+    def precision(self) -> PrecisionReport | None:
+        """The precision the model runs in and its start-up check (None until started)."""
+        return None if self.model is None else self.model.precision
 
     @property
     def stats(self) -> BatcherStats:

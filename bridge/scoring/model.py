@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,9 @@ from bridge.scoring.loading import (
     open_source,
     plan_workers,
     quantize_int8,
+    swap_to_float32,
 )
+from bridge.scoring.precision import CHECK_PASSAGES, CHECK_QUERY, PrecisionReport, guard_precision
 from bridge.scoring.settings import ModelSettings
 
 log = logging.getLogger(__name__)
@@ -57,9 +59,10 @@ class CrossEncoderModel:
         model.eval()
         model.to(self.placement.device)
         if self.placement.quantize_int8:
-            model = quantize_int8(model)
+            model = quantize_int8(model, self.placement.int8)
         self.model: Any = model
         self.config = model.config
+        self._pretrained = common
 
         st_path = cached_file(
             settings.source,
@@ -104,6 +107,22 @@ class CrossEncoderModel:
             settings.long_documents,
             self.max_batch_tokens,
         )
+        self.precision: PrecisionReport = guard_precision(
+            self, tolerance=settings.precision_tolerance, allow_inexact=settings.allow_inexact, log=log
+        )
+
+    # -- the precision guard (bridge.scoring.precision.Checkable) ------------------------------------------
+
+    def precision_label(self) -> str:
+        return self.placement.label
+
+    def check_scores(self) -> list[float]:
+        """The check set's activated scores (sigmoid/softmax applied), as requests get them."""
+        return self.predict(CHECK_QUERY, CHECK_PASSAGES)
+
+    def use_float32(self) -> Callable[[bool], None]:
+        """Score with float32 weights until ``finish(keep)`` (the precision guard's reference)."""
+        return swap_to_float32(self, AutoModelForSequenceClassification)
 
     def prepare_worker(self) -> None:
         """Per worker thread: size its torch thread team (OpenMP settings are per thread) and, with ``warmup``,

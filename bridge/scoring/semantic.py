@@ -26,6 +26,7 @@ from bridge.scoring.base import GuardedObserver, ScoringError, ScoringObserver
 from bridge.scoring.batcher import Batcher, BatcherStats
 from bridge.scoring.bi_encoder import BiEncoderModel, similarities
 from bridge.scoring.cache import DIGEST_OFF_LOOP_CHARS, digest
+from bridge.scoring.precision import PrecisionReport
 from bridge.scoring.settings import ModelSettings
 from bridge.scoring.vector_cache import PassageKey, QueryKey, VectorCache, query_cache_size
 
@@ -88,6 +89,11 @@ class BiEncoderScorer:
                 self._batcher.submit("document", list(_WARMUP_PASSAGES)),
             )
         log.info("scorer %s: ready in %.1f s", self.name, time.perf_counter() - started)
+
+    @property
+    def precision(self) -> PrecisionReport | None:
+        """The precision the model runs in and its start-up check (None until started)."""
+        return None if self.model is None else self.model.precision
 
     @property
     def stats(self) -> BatcherStats:

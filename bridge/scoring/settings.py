@@ -52,6 +52,11 @@ class ModelSettings(BaseModel):
     device: str = Field("auto", description="auto (cuda, mps, cpu), or a torch device such as cuda:1")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     quantize: Literal["none", "int8"] = Field("none", description="int8 dynamic quantisation, CPU only")
+    int8_reduce_range: bool | None = Field(
+        None,
+        description="quantize int8: activations at 7 bits (true) or 8 (false); default by CPU family: 7 without "
+        "VNNI/AMX (AVX2 int8 kernels saturate at 8), 8 with them",
+    )
     activation: Literal["auto", "identity", "sigmoid", "softmax"] = "auto"
     label: str | None = Field(None, description="for multi-label models: which label's probability scores")
     max_length: PositiveInt | None = Field(None, description="default: the model's own limit")
@@ -59,6 +64,17 @@ class ModelSettings(BaseModel):
     chunk_stride: int = Field(64, ge=0, description="tokens shared by neighbouring windows when chunking")
     max_chunks: PositiveInt = Field(
         16, description="windows scored per passage when chunking; the rest is ignored"
+    )
+    max_passage_tokens: PositiveInt | None = Field(
+        None,
+        description="each passage is cut to its first N word-piece tokens before pairing (fewer tokens per pair: "
+        "faster, less of the passage seen); chunking then splits what is left. Bi-encoder: each document text. "
+        "None: the whole passage, up to the model's max_length",
+    )
+    max_query_tokens: PositiveInt | None = Field(
+        None,
+        description="the query is cut to its first N word-piece tokens before pairing (bi-encoder: before "
+        "embedding); None: the whole query, up to the model's max_length",
     )
     max_batch_tokens: PositiveInt | None = Field(
         None,
@@ -87,7 +103,35 @@ class ModelSettings(BaseModel):
         None, description="torch intra-op threads per worker on CPU; default usable cores / workers"
     )
     warmup: bool = Field(True, description="score one small batch at start so no user request pays for it")
+    allow_inexact: bool = Field(
+        False,
+        description="keep a non-float32 precision (int8, bfloat16, float16) whose scores miss float32's by more "
+        "than precision_tolerance on the start-up check (a WARNING says so); false falls back to float32",
+    )
+    precision_tolerance: float = Field(
+        0.02,
+        ge=0,
+        description="largest |score difference| to float32 allowed on the start-up check set (activated score "
+        "for a cross-encoder, similarity for a bi-encoder); the top-10 order must also be the same",
+    )
     remote: RemoteSettings | None = Field(None, description="score on a TEI server instead of in-process")
+
+    @model_validator(mode="after")
+    def _token_budgets_need_the_local_tokenizer(self) -> ModelSettings:
+        """Token budgets are applied by the bridge's own tokenising; a remote server tokenises by its own rules."""
+        if self.remote is not None and (self.max_passage_tokens is not None or self.max_query_tokens is not None):
+            raise ValueError(
+                "max_passage_tokens and max_query_tokens apply to local models only (the bridge cuts the tokens); "
+                "remove them, or the remote server's own truncation applies"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _int8_options(self) -> ModelSettings:
+        """``int8_reduce_range`` without ``quantize: int8`` would be silently ignored: refuse it."""
+        if self.int8_reduce_range is not None and self.quantize != "int8":
+            raise ValueError("int8_reduce_range applies to quantize: int8 only; remove it or set quantize: int8")
+        return self
 
     @model_validator(mode="after")
     def _bi_encoder_options(self) -> ModelSettings:

@@ -30,7 +30,7 @@ async def health(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     """Readiness: models loaded, the engine answering and a connection free; load balancers send traffic only
-    then."""
+    then. ``models`` says, per local model, the precision it scores in and its start-up precision check."""
     state = request.app[state_key]
     pool = state.upstream.pool_state()
     checks = {
@@ -47,9 +47,10 @@ async def ready(request: web.Request) -> web.Response:
         except BridgeHTTPError:
             checks["upstream"] = False
     ok = all(checks.values())
+    models = {name: report.as_dict() for name, report in state.precisions().items()}
     return web.Response(
         status=200 if ok else 503,
-        body=json.dumps({"status": "ready" if ok else "not_ready", **checks}).encode(),
+        body=json.dumps({"status": "ready" if ok else "not_ready", **checks, "models": models}).encode(),
         content_type="application/json",
     )
 

@@ -12,6 +12,7 @@ from aiohttp import web
 from bridge.config import Settings
 from bridge.ops.metrics import Metrics
 from bridge.scoring.base import Scorer
+from bridge.scoring.precision import PrecisionReport, ReportsPrecision
 from bridge.search.interceptor import SearchInterceptor
 from bridge.server.search_engine import UpstreamEngine
 from bridge.server.upstream import Upstream
@@ -50,10 +51,21 @@ class BridgeState:
 
                 log.info("loading models", extra={"models": sorted(self.scorers)})
                 await start_scorers(self.scorers)
+                for name, report in self.precisions().items():
+                    self.metrics.model_loaded(name, report)
         except BaseException:
             await self.upstream.close()  # aiohttp runs no cleanup for a startup that failed
             raise
         self.models_ready.set()
+
+    def precisions(self) -> dict[str, PrecisionReport]:
+        """Each started local model's precision report (remote scorers have none)."""
+        reports = {}
+        for name, scorer in self.scorers.items():
+            report = scorer.precision if isinstance(scorer, ReportsPrecision) else None
+            if report is not None:
+                reports[name] = report
+        return reports
 
     async def close(self) -> None:
         if self.scorers:

@@ -60,6 +60,7 @@ async def test_health_ready_and_metrics(slow_engine: str) -> None:
                 "models_loaded": True,
                 "upstream": True,
                 "upstream_pool": True,
+                "models": {},
             }
         for _ in range(3):
             async with http.post(url + "/books/_search", json={"query": {"match_all": {}}}) as response:
