@@ -23,6 +23,7 @@ from transformers import AutoModel, AutoTokenizer
 from transformers.utils import cached_file
 
 from bridge.scoring.base import ModelConfigError
+from bridge.scoring.collate import Padding, collate
 from bridge.scoring.device import Placement
 from bridge.scoring.encoder import (
     FALLBACK_CHARS_PER_TOKEN,
@@ -220,10 +221,8 @@ class BiEncoderModel:
         self.max_length = capped_max_length(name, settings.max_length, limit, log)
         on_cpu = self.placement.device.type == "cpu"
         self.max_batch_tokens = batch_token_budget(settings.max_batch_tokens, on_cpu, self.max_length)
-        self._uses_token_types = "token_type_ids" in getattr(self.tokenizer, "model_input_names", ())
-        pad_id = self.tokenizer.pad_token_id
-        self._pad_id = int(pad_id) if pad_id is not None else 0
-        self._pad_left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        self.padding = Padding.of(self.tokenizer)
+        self._uses_token_types = self.padding.token_types
         self._prefix = PrefixTokenizer(self.tokenizer)
         self.template = learn_template(self.tokenizer, self._uses_token_types)
         if self.template is not None and not self._template_fits():
@@ -462,26 +461,11 @@ class BiEncoderModel:
     # -- inference ---------------------------------------------------------------------------------------
 
     def _collate(self, batch: Sequence[Encoded]) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-        rows, width = len(batch), max(len(item) for item in batch)
-        ids = np.full((rows, width), self._pad_id, dtype=np.int64)
-        mask = np.zeros((rows, width), dtype=np.int64)
-        types = np.zeros((rows, width), dtype=np.int64) if self._uses_token_types else None
-        skips = [getattr(item, "skip", 0) for item in batch]
-        for row, item in enumerate(batch):
-            n = len(item)
-            span = slice(width - n, width) if self._pad_left else slice(0, n)
-            ids[row, span] = item.input_ids
-            mask[row, span] = 1
-            if types is not None and item.token_type_ids is not None:
-                types[row, span] = item.token_type_ids
-        features = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
-        if types is not None:
-            features["token_type_ids"] = torch.from_numpy(types)
+        """The batch's tensors, and how many leading prompt tokens each row leaves out of pooling (None: none)."""
         device = self.placement.device
-        if device.type != "cpu":
-            features = {k: v.to(device) for k, v in features.items()}
+        skips = [getattr(item, "skip", 0) for item in batch]
         skip = torch.tensor(skips, device=device) if any(skips) else None
-        return features, skip
+        return collate(batch, self.padding, device), skip
 
     def score_batch(self, batch: Sequence[Encoded]) -> list[np.ndarray]:
         """One float32 vector per text (L2-normalised when the model has a Normalize module)."""

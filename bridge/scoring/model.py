@@ -12,12 +12,12 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import cached_file
 
 from bridge.scoring.activation import OutputRule, load_st_config, resolve_output
+from bridge.scoring.collate import Padding, collate
 from bridge.scoring.device import Placement
 from bridge.scoring.encoder import Encoded, PairEncoder, ShouldStop, Stopped
 from bridge.scoring.loading import (
@@ -86,11 +86,8 @@ class CrossEncoderModel:
         on_cpu = self.placement.device.type == "cpu"
         self.max_batch_tokens = batch_token_budget(settings.max_batch_tokens, on_cpu, self.max_length)
 
-        self._uses_token_types = "token_type_ids" in getattr(self.tokenizer, "model_input_names", ())
-        pad_id = self.tokenizer.pad_token_id
-        self._pad_id = int(pad_id) if pad_id is not None else 0
-        self._pad_left = getattr(self.tokenizer, "padding_side", "right") == "left"
-        self._encoder = PairEncoder(self.tokenizer, self.max_length, settings, self._uses_token_types)
+        self.padding = Padding.of(self.tokenizer)
+        self._encoder = PairEncoder(self.tokenizer, self.max_length, settings, self.padding.token_types)
         self.labels = self.output.labels
 
         self.workers, self.threads, threads = plan_workers(on_cpu, settings.workers, settings.threads)
@@ -147,30 +144,6 @@ class CrossEncoderModel:
 
     # -- inference ---------------------------------------------------------------------------------------
 
-    def _collate(self, batch: Sequence[Encoded]) -> dict[str, torch.Tensor]:
-        rows, width = len(batch), max(len(item) for item in batch)
-        ids = np.full((rows, width), self._pad_id, dtype=np.int64)
-        mask = np.zeros((rows, width), dtype=np.int64)
-        types = np.zeros((rows, width), dtype=np.int64) if self._uses_token_types else None
-        for row, item in enumerate(batch):
-            n = len(item)
-            span = slice(width - n, width) if self._pad_left else slice(0, n)
-            ids[row, span] = item.input_ids
-            mask[row, span] = 1
-            if types is not None and item.token_type_ids is not None:
-                types[row, span] = item.token_type_ids
-        device = self.placement.device
-        non_blocking = device.type == "cuda"
-        features = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
-        if types is not None:
-            features["token_type_ids"] = torch.from_numpy(types)
-        if device.type != "cpu":
-            features = {
-                k: v.pin_memory().to(device, non_blocking=non_blocking) if non_blocking else v.to(device)
-                for k, v in features.items()
-            }
-        return features
-
     @contextlib.contextmanager
     def _precision(self) -> Iterator[None]:
         if self.placement.autocast is not None:
@@ -181,7 +154,7 @@ class CrossEncoderModel:
 
     def logits(self, batch: Sequence[Encoded]) -> torch.Tensor:
         """Raw logits ``[rows, labels]`` for one batch (float32, on the CPU)."""
-        features = self._collate(batch)
+        features = collate(batch, self.padding, self.placement.device)
         try:
             with torch.inference_mode(), self._precision():
                 out = self.model(**features).logits

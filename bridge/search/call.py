@@ -71,6 +71,13 @@ class SearchCall:
             return await self.untouched("unreadable_body")
         return value
 
+    async def optional_object(self) -> dict[str, Any] | web.StreamResponse | None:
+        """The body as a JSON object, None when the request has none, or the answer for one the bridge does not
+        read as an object (see :meth:`parsed_object`)."""
+        if self.body.empty:
+            return None
+        return await self.parsed_object()
+
     async def relayed_if_safe(self, reason: str) -> web.StreamResponse:
         """Not the bridge's to answer: the client's request as it is, unless it nests deeper than the engine
         survives (OpenSearch 2.19 dies of such search and template bodies): the bridge refuses those instead

@@ -190,7 +190,7 @@ def test_left_padding_tokenizers_pool_from_the_first_and_last_real_token(tmp_pat
             kind="bi-encoder", source=str(source), dtype="float32", warmup=False, max_batch_tokens=4096
         ),
     )
-    assert model._pad_left
+    assert model.padding.left
     import torch
     from sentence_transformers import SentenceTransformer
 

@@ -252,12 +252,9 @@ class AsyncSearches:
         if not self.settings.async_search.enabled:
             return await call.untouched("async_search_disabled")
         options = submit_options(call.query, self.settings)
-        body: dict[str, Any] | None = None
-        if not call.body.empty:
-            parsed = await call.parsed_object()
-            if isinstance(parsed, web.StreamResponse):
-                return parsed
-            body = parsed
+        body = await call.optional_object()
+        if isinstance(body, web.StreamResponse):
+            return body
         # filter_path filters the async answer as a whole (``response.hits.hits._id``), not the search inside it.
         filter_path = call.query.get("filter_path")
         decision = await off_loop_if_large(

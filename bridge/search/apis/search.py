@@ -15,12 +15,9 @@ from bridge.search.template_render import render_template
 
 
 async def search(call: SearchCall) -> web.StreamResponse:
-    body: dict[str, Any] | None = None
-    if not call.body.empty:
-        parsed = await call.parsed_object()
-        if isinstance(parsed, web.StreamResponse):
-            return parsed
-        body = parsed
+    body = await call.optional_object()
+    if isinstance(body, web.StreamResponse):
+        return body
     size = len(call.body.text)
     decision = await off_loop_if_large(
         size, plan_search, call.settings, call.endpoint.index, call.query, body
