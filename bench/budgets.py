@@ -25,7 +25,6 @@ import contextlib
 import json
 import logging
 import os
-import platform
 import random
 import re
 import statistics
@@ -36,6 +35,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from bench.harness import cpu_name  # noqa: E402  (needs REPO on the path when run as a script)
 
 SHARED = REPO.parent / "shared"
 COLLECTION = SHARED / "collections" / "nfcorpus"
@@ -63,14 +64,6 @@ def load_windows(queries: int, smallest: int, largest: int, seed: int) -> tuple[
         ranked = sorted(range(len(docs)), key=lambda i: -len(words & docs[i][2]))[:size]
         windows.append((query_id, query, [docs[i][1] for i in ranked], [docs[i][0] for i in ranked]))
     return windows, collection.qrels
-
-
-def cpu_name() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 async def one_pass(scorer: Any, windows: list[Window]) -> tuple[list[float], dict[str, list[str]], float]:

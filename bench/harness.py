@@ -1,9 +1,11 @@
-"""What the end-to-end benchmarks share: finding (or starting) the engine and running the bridge as deployed."""
+"""What the benchmarks share: finding (or starting) the engine, running the bridge as deployed, naming the CPU."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -12,6 +14,15 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def cpu_name() -> str:
+    """The CPU's model name, for a benchmark's table and JSON line (figures mean little without it)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def engine_url(given: str | None) -> str:

@@ -18,6 +18,10 @@ interleaved, best round reported (the machine may be shared; all rounds are prin
 * the bridge: one ``LocalScorer`` per precision (``--precisions``; fp32, bf16 and int8 on a CPU, fp16 and bf16 on
   a GPU), one caller scoring each group in turn, and with ``--callers`` > 1 as many callers at once, sharing the
   groups round-robin (the same pairs in both cases);
+* the bridge with ``backend: openvino`` (``--ov-precisions``, default fp32,bf16 on a CPU; '' skips): the same
+  scorer, batcher and tokenising, OpenVINO's forward pass (its export cached under ``--export-dir``), measured
+  in the same rounds as the torch rows; :func:`bridge_backend_decision` says whether it beats the bridge's
+  torch at equal accuracy;
 * with ``--latency`` (default 20,50,100): one caller reranking one query's N passages, per precision: the
   latency a search with a window of N pays on this machine.
 
@@ -59,6 +63,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from bench.harness import cpu_name  # noqa: E402  (needs REPO on the path when run as a script)
 
 SHARED = REPO.parent / "shared"
 DEFAULT_MODELS = [SHARED / "models" / "minilm-l6-ce-v1"]
@@ -244,6 +250,47 @@ def backend_decision(bridge: Mapping[str, Row], st_rows: Sequence[Row], toleranc
     )
 
 
+def bridge_backend_decision(
+    torch_rows: Mapping[str, Row],
+    ov_rows: Mapping[str, Row],
+    tolerance: float = TOLERANCE,
+    margin: float = 1.05,
+) -> str:
+    """Does the bridge's OpenVINO engine beat its torch engine at equal accuracy? Same batcher, same pairs.
+
+    Per precision both measured (fp32 vs fp32, bf16 vs bf16) and for the fastest configuration within
+    ``tolerance`` of s-t fp32 on each side: OpenVINO wins a comparison when both its best round and the median
+    same-round ratio exceed ``margin`` (5 %: what round-to-round noise on a shared machine stays under). The
+    backend is worth shipping when it wins the best-vs-best comparison.
+    """
+    parts = []
+    for precision, ov_row in ov_rows.items():
+        torch_row = torch_rows.get(precision)
+        if torch_row is None or not torch_row.rates or not ov_row.rates:
+            continue
+        parts.append(
+            f"{precision}: {ov_row.best / torch_row.best:.2f}x (same-round median {paired_ratio(ov_row, torch_row):.2f}x, "
+            f"|Δ| {ov_row.diff:.4f} vs {torch_row.diff:.4f})"
+        )
+    accurate_torch = [row for row in torch_rows.values() if row.rates and row.diff <= tolerance]
+    accurate_ov = [row for row in ov_rows.values() if row.rates and row.diff <= tolerance]
+    if not accurate_ov or not accurate_torch:
+        return "undecided: no openvino and torch rows within tolerance to compare" + (
+            f" ({'; '.join(parts)})" if parts else ""
+        )
+    best_ov = max(accurate_ov, key=lambda row: row.best)
+    best_torch = max(accurate_torch, key=lambda row: row.best)
+    ratio, paired = best_ov.best / best_torch.best, paired_ratio(best_ov, best_torch)
+    verdict = (
+        "ship backend: openvino" if ratio > margin and paired > margin else "do not ship backend: openvino"
+    )
+    return (
+        f"{verdict}: best within |Δ| {tolerance}: {best_ov.name} {best_ov.best:.1f} vs {best_torch.name} "
+        f"{best_torch.best:.1f} pairs/s = {ratio:.2f}x (same-round median {paired:.2f}x); per precision: "
+        + "; ".join(parts)
+    )
+
+
 def paired_ratio(a: Row, b: Row) -> float:
     """Median over rounds of a's rate / b's in the same round: less exposed to a quiet or busy round than bests."""
     ratios = [x / y for x, y in zip(a.rates, b.rates, strict=False) if y > 0]
@@ -292,15 +339,6 @@ def build_groups(pairs: int, per_call: int, seed: int) -> list[Group]:
             passages.append(" ".join(words[offset : offset + length]))
         groups.append((rng.choice(queries), passages))
     return groups
-
-
-def cpu_model() -> str:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return cpu
 
 
 def cpu_flags() -> list[str]:
@@ -569,7 +607,7 @@ class StBackends:
 # -- the bridge -----------------------------------------------------------------------------------------------
 
 
-def bridge_settings(args: argparse.Namespace, precision: str) -> Any:
+def bridge_settings(args: argparse.Namespace, precision: str, backend: str = "torch") -> Any:
     from bridge.scoring.settings import ModelSettings
 
     options: dict[str, Any] = {
@@ -584,6 +622,8 @@ def bridge_settings(args: argparse.Namespace, precision: str) -> Any:
         options.update(dtype="auto", quantize="int8")
     else:
         options["dtype"] = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[precision]
+    if backend != "torch":
+        options.update(backend=backend, export_dir=str(args.export_dir / f"bridge-{backend}"))
     if "allow_inexact" in ModelSettings.model_fields:
         # Measure the precision asked for; its max |Δ| below is what the start-up guard would judge.
         options["allow_inexact"] = True
@@ -628,6 +668,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         scorer = LocalScorer(f"bench-{precision}", bridge_settings(args, precision))
         await scorer.start()
         scorers[precision] = scorer
+    for precision in args.ov_precisions:
+        scorer = LocalScorer(f"bench-ov-{precision}", bridge_settings(args, precision, "openvino"))
+        await scorer.start()
+        scorers[f"ov-{precision}"] = scorer
     first = next(iter(scorers.values())).model
     assert first is not None
     shape = Shape.from_config(first.config)
@@ -641,7 +685,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         report = getattr(scorer.model, "precision", None)  # the start-up precision guard's verdict, if any
         guard[precision] = report.as_dict() if report is not None else None
         print(
-            f"bridge {precision}: {scorer.model.placement.describe()}, attention {attention}"
+            f"bridge {precision}: {scorer.model.describe()}"
+            + (f", attention {attention}" if getattr(scorer.model, "backend", "torch") == "torch" else "")
             + (f"; precision guard: {guard[precision]}" if guard[precision] else "")
         )
     int8_scheme = getattr(scorers["int8"].model.placement, "int8", None) if "int8" in scorers else None
@@ -695,6 +740,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     )
     matmul: dict[str, list[float]] = {dtype: [] for dtype in matmul_dtypes}
     bridge_rows = {p: Row(f"bridge {p}", p) for p in args.precisions}
+    ov_rows = {p: Row(f"bridge-openvino {p}", p) for p in args.ov_precisions}
     multi_rows = (
         {p: Row(f"bridge {p}, {args.callers} callers", p) for p in args.precisions}
         if args.callers > 1
@@ -729,8 +775,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     line.append(f"st-{backend} {rate:.1f}")
         for precision, scorer in scorers.items():
             rate, scores = await run_callers(scorer, groups, 1)
-            bridge_rows[precision].rates.append(rate)
-            all_scores[f"bridge {precision}"] = scores
+            row = ov_rows[precision[3:]] if precision.startswith("ov-") else bridge_rows[precision]
+            row.rates.append(rate)
+            all_scores[row.name] = scores
             line.append(f"{precision} {rate:.1f}")
             if precision in multi_rows:
                 rate, _ = await run_callers(scorer, groups, args.callers)
@@ -745,7 +792,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 
     reference_name = "st torch fp32" if "st torch fp32" in all_scores else f"bridge {args.precisions[0]}"
     reference = all_scores.get(reference_name, [])
-    for row in [*st_rows.values(), *bridge_rows.values()]:
+    for row in [*st_rows.values(), *bridge_rows.values(), *ov_rows.values()]:
         if row.name in all_scores and reference:
             row.diff = max_abs_diff(reference, all_scores[row.name])
             row.top10_changes = top_k_changes(reference, all_scores[row.name], groups, 10)
@@ -774,7 +821,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 
     # The table.
     mm_best = {dtype: max(rates) for dtype, rates in matmul.items() if rates}
-    rows = [*st_rows.values(), *bridge_rows.values(), *multi_rows.values()]
+    rows = [*st_rows.values(), *bridge_rows.values(), *ov_rows.values(), *multi_rows.values()]
     efficiency: dict[str, float] = {}
     print()
     header = (
@@ -830,17 +877,23 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         multi_gain = multi_rows[best_p].best / bridge_rows[best_p].best
         print(f"{args.callers} callers vs 1 ({best_p}): {multi_gain:.2f}x")
     checks = verdicts(
-        "cuda" if on_gpu else "cpu", bridge_rows, list(st_rows.values()), efficiency, multi_gain
+        "cuda" if on_gpu else "cpu",
+        {**bridge_rows, **{f"openvino_{p}": row for p, row in ov_rows.items()}},
+        list(st_rows.values()),
+        efficiency,
+        multi_gain,
     )
     decision = backend_decision(bridge_rows, list(st_rows.values())) if not on_gpu else "not judged on a GPU"
+    ov_decision = bridge_backend_decision(bridge_rows, ov_rows) if ov_rows else "not measured"
     print()
     for name, check in checks.items():
         mark = "PASS" if check["pass"] else "n/a" if check["pass"] is None else "FAIL"
         print(f"{mark:<5}{name}: {check['why']}")
-    print(f"onnx/openvino backend in the bridge: {decision}")
+    print(f"onnx/openvino backend in the bridge (s-t's runtimes as a proxy): {decision}")
+    print(f"bridge-openvino vs bridge-torch: {ov_decision}")
     load_end = load_average()
     machine = {
-        "cpu": cpu_model(),
+        "cpu": cpu_name(),
         "cpu_flags": cpu_flags(),
         "cores_usable": len(os.sched_getaffinity(0)),
         "load_avg_1min_start": round(load_start, 2),
@@ -879,6 +932,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "callers_gain": round(multi_gain, 3) if multi_gain is not None else None,
         "targets": checks,
         "backend_decision": decision,
+        "bridge_backend_decision": ov_decision,
+        "openvino": __import__("openvino").__version__ if ov_rows else None,
         "machine": machine,
     }
 
@@ -896,6 +951,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--precisions", default=None, help="default fp32,bf16,int8 on a CPU, fp16,bf16 on a GPU"
+    )
+    parser.add_argument(
+        "--ov-precisions",
+        default=None,
+        help="bridge with backend openvino: default fp32,bf16 on a CPU; '' skips",
     )
     parser.add_argument("--rounds", type=int, default=6, help="short rounds: best-of-many on a busy machine")
     parser.add_argument("--max-seconds", type=float, default=200, help="no new round after this")
@@ -948,6 +1008,10 @@ def main() -> None:
     args.matmul_size = args.matmul_size or (8192 if on_gpu else 2048)
     args.precisions = (args.precisions or ("fp16,bf16" if on_gpu else "fp32,bf16,int8")).split(",")
     args.latency = [int(n) for n in args.latency.split(",") if n]
+    ov_default = "" if on_gpu else "fp32,bf16"
+    args.ov_precisions = [
+        p for p in (ov_default if args.ov_precisions is None else args.ov_precisions).split(",") if p
+    ]
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
     result = asyncio.run(bench(args))

@@ -29,7 +29,6 @@ import functools
 import json
 import logging
 import os
-import platform
 import re
 import statistics
 import sys
@@ -39,6 +38,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from bench.harness import cpu_name  # noqa: E402  (needs REPO on the path when run as a script)
 
 SHARED = REPO.parent / "shared"
 COLLECTION = SHARED / "collections" / "nfcorpus"
@@ -65,14 +66,6 @@ def load_windows(queries: int, window: int) -> list[tuple[str, list[str], list[s
             ranked = sorted(range(len(docs)), key=lambda i: -len(words & docs[i][2]))[:window]
             windows.append((query, [docs[i][1] for i in ranked], [f"nfcorpus/{docs[i][0]}" for i in ranked]))
     return windows
-
-
-def cpu_name() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 async def time_queries(

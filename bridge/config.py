@@ -243,6 +243,18 @@ class SearchPipelineSettings(BaseModel):
         return None
 
 
+class AdminSettings(BaseModel):
+    """The bridge's own pages under ``/_bridge/``, beyond health, readiness and metrics."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    compare: bool = Field(
+        False,
+        description="serve /_bridge/compare: engine order and reranked order side by side, searched with the "
+        "caller's own credentials; off unless asked for",
+    )
+
+
 class Settings(BaseSettings):
     """Everything the bridge reads at start."""
 
@@ -256,6 +268,7 @@ class Settings(BaseSettings):
     rules: list[RuleSettings] = Field(default_factory=list)
     limits: LimitsSettings = LimitsSettings()
     async_search: AsyncSearchSettings = AsyncSearchSettings()
+    admin: AdminSettings = AdminSettings()
     search_pipelines: dict[str, SearchPipelineSettings] = Field(
         default_factory=dict,
         description="OpenSearch search pipelines by id whose rerank processor the bridge applies itself",
@@ -447,9 +460,15 @@ def _shown(loc: tuple[str, ...], problem: Any) -> str:
     if not isinstance(value, str | int | float | bool) or problem.get("type") in _SECTION_ERRORS:
         return " (the value is not shown: it may hold credentials)" if value is not None else ""
     shown = hide_url_credentials(json.dumps(value, default=str))
-    if loc and "url" in loc[-1] and _may_hold_credentials(shown):
+    if _names_url(loc) and _may_hold_credentials(shown):
         return " (the value is not shown: it may hold credentials)"
     return f" (got {shown})"
+
+
+def _names_url(loc: tuple[str, ...]) -> bool:
+    """Whether ``loc`` points at a URL: its last named part, past any list positions (``urls.1``)."""
+    named = [part for part in loc if not part.isdigit()]
+    return bool(named) and "url" in named[-1]
 
 
 # Errors for a value given where a whole section (a model) belongs.

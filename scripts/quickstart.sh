@@ -7,8 +7,9 @@
 # indices only) are reranked on --fields with that cross-encoder: the top --window hits, by default 100 on a
 # CUDA GPU and 20 on a CPU (what a 2-core CPU scores within the 2 s rerank budget, two searches at once, for
 # ~200-word passages with a MiniLM-L6 cross-encoder; see the README). Ctrl-C stops the bridge; the engine keeps
-# running, with its data (scripts/opensearch.sh stop). --dry-run installs and starts nothing: it prints the
-# bridge configuration it would serve (checked by `rerank-bridge config check`).
+# running, with its data (scripts/opensearch.sh stop). The compare page (/_bridge/compare: both orders side by
+# side) is on. --dry-run installs and starts nothing: it prints the bridge configuration it would serve
+# (checked by `rerank-bridge config check`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,7 +21,7 @@ while [ $# -gt 0 ]; do
     --fields) fields="$2"; shift 2 ;;
     --window) window="$2"; shift 2 ;;
     --dry-run) dry_run=1; shift ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -38,6 +39,7 @@ trap 'rm -f "$config"' EXIT
   echo "upstream: {url: \"$upstream\"}"
   echo "server: {host: 127.0.0.1, port: ${BRIDGE_PORT:-9400}}"
   echo "log_format: text"
+  echo "admin: {compare: true}"  # /_bridge/compare: engine order vs reranked (off unless asked for)
   if [ -n "$model" ]; then
     echo "models: {default: {source: \"$model\"}}"
     python3 - "$index" "$fields" "$window" <<'PY'
@@ -60,4 +62,7 @@ if [ -n "$dry_run" ]; then
   exit 0
 fi
 echo "bridge on http://127.0.0.1:${BRIDGE_PORT:-9400} in front of $upstream" >&2
+if [ -n "$model" ]; then
+  echo "compare the engine's order with the reranked one: http://127.0.0.1:${BRIDGE_PORT:-9400}/_bridge/compare" >&2
+fi
 rerank-bridge serve --config "$config"

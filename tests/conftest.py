@@ -32,6 +32,14 @@ def opensearch_url() -> Iterator[str]:
     stop_opensearch_if_started()
 
 
+@pytest.fixture
+def no_bridge_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ``BRIDGE_*`` variable from the shell running the tests: they would override the config under test."""
+    for name in list(os.environ):
+        if name.startswith("BRIDGE_"):
+            monkeypatch.delenv(name)
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not SHARED.is_dir():

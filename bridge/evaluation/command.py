@@ -3,7 +3,8 @@
 Given a BEIR-layout collection it loads the corpus into an index (once), runs every judged query to the engine
 and through the bridge once per combination mode (``--combine replace,linear:0.5,rrf``), and reports NDCG@10,
 MRR@10 and Recall@100 for BM25 and each mode, per-query win/tie/loss against BM25, latency, and a sampled check
-that the bridge applied the model exactly. Output: a table, ``report.json`` and ``ndcg_change.png``.
+that the bridge applied the model exactly. Output: a table, ``report.json`` and ``ndcg_change.png`` (and, with
+``--html``, ``report.html``: the same figures with each query's two top-10 lists, see ``html.py``).
 """
 
 from __future__ import annotations
@@ -136,6 +137,9 @@ def add_eval_parser(commands: Any) -> None:
                         help="rerank budget of the in-process bridge's rule")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR",
                         help="where report.json and ndcg_change.png go (default: ./eval-out/<collection>)")
+    parser.add_argument("--html", action="store_true",
+                        help="also write report.html: the summary, the per-query change chart and each query's "
+                             "top 10 of BM25 and of every mode, judged documents marked (one self-contained file)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -202,8 +206,14 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     out = args.out or Path("eval-out") / collection.name
     write_json(report, out / "report.json")
     plot_ndcg_change(report, out / "ndcg_change.png")
+    written = [out / "report.json", out / "ndcg_change.png"]
+    if args.html:
+        from bridge.evaluation.html import write_html
+
+        write_html(report, run, collection, fields, out / "report.html")
+        written.append(out / "report.html")
     print(table(report))
-    print(f"\nwrote {out / 'report.json'} and {out / 'ndcg_change.png'}")
+    print(f"\nwrote {', '.join(str(path) for path in written[:-1])} and {written[-1]}")
     return _exit_code(report)
 
 

@@ -112,6 +112,32 @@ class Metrics:
             ["model"],
             registry=r,
         )
+        self.remote_requests = Counter(
+            "rerank_bridge_remote_requests_total",
+            "HTTP requests to remote scorers, by endpoint (URL without credentials or query) and outcome (ok, "
+            "busy, server_error, client_error, unreachable, timeout, bad_response, cancelled).",
+            ["model", "endpoint", "outcome"],
+            registry=r,
+        )
+        self.remote_latency = Histogram(
+            "rerank_bridge_remote_request_seconds",
+            "Time of one HTTP request to a remote scorer's endpoint (answered or failed; cancelled ones not).",
+            ["model", "endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.remote_ejections = Counter(
+            "rerank_bridge_remote_ejections_total",
+            "Times a remote endpoint was taken out of rotation after a failure or timeout.",
+            ["model", "endpoint"],
+            registry=r,
+        )
+        self.remote_up = Gauge(
+            "rerank_bridge_remote_endpoint_up",
+            "1 while a remote endpoint gets traffic, 0 while it is ejected or waiting for its probe.",
+            ["model", "endpoint"],
+            registry=r,
+        )
         self.async_search_bytes = Gauge(
             "rerank_bridge_async_search_bytes",
             "Bytes of async-search results kept (bounded by async_search.max_bytes).",
@@ -150,6 +176,17 @@ class Metrics:
             self.cache_hits.labels(model).inc(hits)
         if misses:
             self.cache_misses.labels(model).inc(misses)
+
+    def remote_request(self, model: str, endpoint: str, outcome: str, seconds: float) -> None:
+        self.remote_requests.labels(model, endpoint, outcome).inc()
+        if outcome != "cancelled":
+            self.remote_latency.labels(model, endpoint).observe(seconds)
+
+    def remote_ejected(self, model: str, endpoint: str) -> None:
+        self.remote_ejections.labels(model, endpoint).inc()
+
+    def remote_endpoint_up(self, model: str, endpoint: str, up: bool) -> None:
+        self.remote_up.labels(model, endpoint).set(1 if up else 0)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 _log = logging.getLogger(__name__)
 
@@ -55,6 +55,26 @@ class ScoringObserver(Protocol):
 
     def cache_lookup(self, model: str, hits: int, misses: int) -> None: ...
 
+    def remote_request(self, model: str, endpoint: str, outcome: str, seconds: float) -> None:
+        """One HTTP request to a remote scorer's ``endpoint`` (a URL without credentials or query) ended:
+        ``outcome`` is ``ok``, ``busy`` (429), ``server_error`` (5xx), ``client_error`` (other 4xx),
+        ``unreachable``, ``timeout``, ``bad_response`` or ``cancelled``."""
+
+    def remote_ejected(self, model: str, endpoint: str) -> None:
+        """The endpoint failed and gets no traffic for a while."""
+
+    def remote_endpoint_up(self, model: str, endpoint: str, up: bool) -> None:
+        """The endpoint is in (True) or ejected / waiting for its probe (False)."""
+
+
+@runtime_checkable
+class ReportsEndpoints(Protocol):
+    """A scorer that sends to remote endpoints and can say how each is doing (``/_bridge/ready``)."""
+
+    def endpoint_states(self) -> list[dict[str, object]]:
+        """One entry per endpoint: ``endpoint`` (no credentials), ``state`` (up, ejected, half-open), ``up``,
+        ``in_flight``."""
+
 
 class NullObserver:
     """Used when nobody watches."""
@@ -66,6 +86,15 @@ class NullObserver:
         pass
 
     def cache_lookup(self, model: str, hits: int, misses: int) -> None:
+        pass
+
+    def remote_request(self, model: str, endpoint: str, outcome: str, seconds: float) -> None:
+        pass
+
+    def remote_ejected(self, model: str, endpoint: str) -> None:
+        pass
+
+    def remote_endpoint_up(self, model: str, endpoint: str, up: bool) -> None:
         pass
 
 
@@ -92,3 +121,21 @@ class GuardedObserver:
             self.inner.cache_lookup(model, hits, misses)
         except Exception:
             _log.exception("observer failed in cache_lookup")
+
+    def remote_request(self, model: str, endpoint: str, outcome: str, seconds: float) -> None:
+        try:
+            self.inner.remote_request(model, endpoint, outcome, seconds)
+        except Exception:
+            _log.exception("observer failed in remote_request")
+
+    def remote_ejected(self, model: str, endpoint: str) -> None:
+        try:
+            self.inner.remote_ejected(model, endpoint)
+        except Exception:
+            _log.exception("observer failed in remote_ejected")
+
+    def remote_endpoint_up(self, model: str, endpoint: str, up: bool) -> None:
+        try:
+            self.inner.remote_endpoint_up(model, endpoint, up)
+        except Exception:
+            _log.exception("observer failed in remote_endpoint_up")

@@ -35,7 +35,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import numpy as np
 
 from bridge.scoring.base import GuardedObserver, QueueFullError, ScoringError, ScoringObserver
-from bridge.scoring.model import Encoded, padded_tokens
+from bridge.scoring.encoder import Encoded, padded_tokens
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +107,11 @@ def keep_best(old: Any, new: Any) -> Any:
 
 
 class BatchEngine(Protocol[R_co]):
-    """What the batcher needs from a model (:class:`~bridge.scoring.model.CrossEncoderModel`,
-    :class:`~bridge.scoring.bi_encoder.BiEncoderModel`).
+    """What the batcher needs from a model (a cross-encoder engine of any backend, see
+    :mod:`bridge.scoring.backends`, or :class:`~bridge.scoring.bi_encoder.BiEncoderModel`).
+
+    The batcher and the token types it moves (:class:`~bridge.scoring.encoder.Encoded`) import no torch: what
+    runs a batch is the engine's business (tests/scoring/test_backend_seam.py keeps it so).
 
     ``encode(head, texts)`` turns one request into model inputs: for a cross-encoder ``head`` is the query and
     ``texts`` its passages; for a bi-encoder ``head`` says how the texts are embedded (query or document).

@@ -1,19 +1,23 @@
 """A batch of tokenised inputs as the model's tensors: each row padded to the batch's longest, on its device.
 
 One function for both model kinds (cross-encoder pairs, bi-encoder texts): the tokenizer's padding side, pad id
-and whether it makes token type ids are read once per model (:meth:`Padding.of`).
+and whether it makes token type ids are read once per model (:meth:`Padding.of`). The padding itself is numpy
+(:func:`pad_arrays`), which every backend takes; torch is imported only by :func:`collate`, which makes torch
+tensors of it, so this module stays importable by torch-free backends.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from bridge.scoring.encoder import Encoded
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -34,9 +38,9 @@ class Padding:
         )
 
 
-def collate(batch: Sequence[Encoded], padding: Padding, device: torch.device) -> dict[str, torch.Tensor]:
-    """``input_ids``, ``attention_mask`` (and ``token_type_ids``) for ``batch``, moved to ``device``; pinned and
-    copied without blocking on CUDA, so the copy overlaps the previous batch's work."""
+def pad_arrays(batch: Sequence[Encoded], padding: Padding) -> dict[str, np.ndarray]:
+    """``input_ids``, ``attention_mask`` (and ``token_type_ids``) for ``batch`` as int64 arrays ``[rows, width]``,
+    each row padded to the batch's longest on the tokenizer's padding side."""
     rows, width = len(batch), max(len(item) for item in batch)
     ids = np.full((rows, width), padding.pad_id, dtype=np.int64)
     mask = np.zeros((rows, width), dtype=np.int64)
@@ -48,9 +52,18 @@ def collate(batch: Sequence[Encoded], padding: Padding, device: torch.device) ->
         mask[row, span] = 1
         if types is not None and item.token_type_ids is not None:
             types[row, span] = item.token_type_ids
-    features = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+    arrays = {"input_ids": ids, "attention_mask": mask}
     if types is not None:
-        features["token_type_ids"] = torch.from_numpy(types)
+        arrays["token_type_ids"] = types
+    return arrays
+
+
+def collate(batch: Sequence[Encoded], padding: Padding, device: torch.device) -> dict[str, torch.Tensor]:
+    """:func:`pad_arrays` as torch tensors on ``device``; pinned and copied without blocking on CUDA, so the copy
+    overlaps the previous batch's work."""
+    import torch
+
+    features = {name: torch.from_numpy(array) for name, array in pad_arrays(batch, padding).items()}
     if device.type == "cuda":
         return {k: v.pin_memory().to(device, non_blocking=True) for k, v in features.items()}
     if device.type != "cpu":

@@ -60,6 +60,11 @@ class Encoded:
         return len(self.input_ids)
 
 
+def padded_tokens(batch: Sequence[Encoded]) -> int:
+    """What a batch costs the model: every row is padded to the longest one."""
+    return len(batch) * max((len(item) for item in batch), default=0)
+
+
 class Stopped(Exception):
     """The caller no longer wants the pairs (its request was cancelled)."""
 

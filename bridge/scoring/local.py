@@ -1,4 +1,8 @@
-"""The in-process scorer: score cache, then the batcher, then the model on its worker thread."""
+"""The in-process scorer: score cache, then the batcher, then the model on its worker thread.
+
+The model is whatever engine the factory returns (:mod:`bridge.scoring.backends`: torch or OpenVINO); the
+scorer only starts it, batches for it and reports its precision.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,11 @@ import logging
 import time
 from collections.abc import Sequence
 
+from bridge.scoring.backends import CrossEncoderEngine, EngineFactory
+from bridge.scoring.backends import engine_factory as default_factory
 from bridge.scoring.base import GuardedObserver, ScoringError, ScoringObserver
 from bridge.scoring.batcher import Batcher, BatcherStats
 from bridge.scoring.cache import ScoreCache, score_through_cache
-from bridge.scoring.model import CrossEncoderModel
 from bridge.scoring.precision import PrecisionReport
 from bridge.scoring.settings import ModelSettings
 
@@ -25,9 +30,19 @@ _WARMUP_PASSAGES = (
 
 
 class LocalScorer:
-    """A cross-encoder in this process, behind the :class:`~bridge.scoring.base.Scorer` interface."""
+    """A cross-encoder in this process, behind the :class:`~bridge.scoring.base.Scorer` interface.
 
-    def __init__(self, name: str, settings: ModelSettings, observer: ScoringObserver | None = None) -> None:
+    ``engine_factory`` builds the engine (synchronously, on a worker thread); by default the one
+    ``settings.backend`` names.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        settings: ModelSettings,
+        observer: ScoringObserver | None = None,
+        engine_factory: EngineFactory | None = None,
+    ) -> None:
         if settings.remote is not None:
             raise ValueError(f"model {name!r} is configured as remote; use RemoteScorer")
         if settings.kind != "cross-encoder":
@@ -36,7 +51,8 @@ class LocalScorer:
         self.settings = settings
         self._observer: ScoringObserver = GuardedObserver(observer)
         self._cache = ScoreCache(settings.cache_size)
-        self.model: CrossEncoderModel | None = None
+        self._engine_factory: EngineFactory = engine_factory or default_factory(settings)
+        self.model: CrossEncoderEngine | None = None
         self._batcher: Batcher[float] | None = None
 
     async def start(self) -> None:
@@ -44,7 +60,7 @@ class LocalScorer:
         if self._batcher is not None:
             return
         started = time.perf_counter()
-        self.model = await asyncio.to_thread(CrossEncoderModel, self.name, self.settings)
+        self.model = await asyncio.to_thread(self._engine_factory, self.name, self.settings)
         self._batcher = Batcher(
             self.name,
             self.model,

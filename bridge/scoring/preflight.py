@@ -52,11 +52,12 @@ class SourceCheck:
 def check_model(name: str, settings: ModelSettings, *, cpu_flags: set[str] | None = None) -> list[Finding]:
     """Everything about ``models.<name>`` that ``serve`` would refuse, plus warnings about slow choices.
 
-    A remote model is scored elsewhere: its source, device and dtype are not this process's business. A
-    bi-encoder's sentence-transformers pipeline (modules, pooling, similarity) is checked as ``serve`` reads it.
+    A remote model is scored elsewhere: its source, device and dtype are not this process's business, only
+    what :func:`_remote_findings` checks. A bi-encoder's sentence-transformers pipeline (modules, pooling,
+    similarity) is checked as ``serve`` reads it.
     """
     if settings.remote is not None:
-        return []
+        return _remote_findings(name, settings)
     from bridge.scoring.device import choose_placement
 
     findings: list[Finding] = []
@@ -69,11 +70,66 @@ def check_model(name: str, settings: ModelSettings, *, cpu_flags: set[str] | Non
     except ValueError as error:
         findings.append(Finding(f"{prefix}.device", str(error)))
     else:
-        findings.extend(Finding(f"{prefix}.dtype", warning, error=False) for warning in placement.warnings)
+        if settings.backend == "torch":
+            findings.extend(
+                Finding(f"{prefix}.dtype", warning, error=False) for warning in placement.warnings
+            )
+    backend = backend_problem(settings)
+    if backend is not None:
+        findings.append(Finding(f"{prefix}.backend", backend))
+    elif settings.backend == "openvino":
+        from bridge.scoring.backends.openvino_engine import choose_ov_precision
+        from bridge.scoring.device import read_cpu_flags
+
+        flags = read_cpu_flags() if cpu_flags is None else cpu_flags
+        precision = choose_ov_precision(settings.dtype, flags)
+        findings.extend(Finding(f"{prefix}.dtype", warning, error=False) for warning in precision.warnings)
     if settings.kind == "bi-encoder" and source.problem is None:
         problem = _pipeline_problem(settings.source, settings.revision)
         if problem is not None:
             findings.append(Finding(f"{prefix}.source", problem))
+    return findings
+
+
+def backend_problem(settings: ModelSettings) -> str | None:
+    """Why ``settings.backend`` cannot run in this interpreter (its package is missing), or None.
+
+    The combinations a backend refuses (openvino with int8, a bi-encoder, a GPU, remote) are refused by the
+    settings themselves; this is what only the installed packages can tell.
+    """
+    if settings.backend != "openvino":
+        return None
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is None:
+        from bridge.scoring.backends.openvino_engine import INSTALL_HINT
+
+        return f"backend openvino needs the openvino package, which is not installed: {INSTALL_HINT}"
+    return None
+
+
+def _remote_findings(name: str, settings: ModelSettings) -> list[Finding]:
+    """What the remote scorer refuses at start (an activation or label no remote server gives), and a warning
+    for an API key that would cross the network in clear text."""
+    from bridge.scoring.base import ModelConfigError
+    from bridge.scoring.remote_protocols import build_protocol
+
+    prefix = f"models.{name}"
+    findings: list[Finding] = []
+    try:
+        build_protocol(name, settings)
+    except ModelConfigError as error:
+        field = "label" if settings.label is not None else "activation"
+        findings.append(Finding(f"{prefix}.{field}", str(error)))
+    remote = settings.remote
+    if remote is not None and remote.api_key is not None:
+        for index, url in enumerate(remote.urls or [remote.url]):
+            if url is not None and url.scheme == "http" and url.host not in ("127.0.0.1", "localhost", "::1"):
+                where = f"{prefix}.remote.{'urls' if remote.urls is not None else 'url'}"
+                where += f".{index}" if remote.urls is not None else ""
+                findings.append(
+                    Finding(where, f"the api_key is sent in clear text to {url.host} (http://); use https://", False)
+                )
     return findings
 
 

@@ -4,15 +4,51 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, PositiveInt, SecretStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    PositiveInt,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+_HTTP_URL: TypeAdapter[HttpUrl] = TypeAdapter(HttpUrl)
 
 
 class RemoteSettings(BaseModel):
-    """A text-embeddings-inference compatible ``POST /rerank`` server that scores for us."""
+    """A reranking server (or several serving the same model) that scores for us.
+
+    ``protocol: tei`` speaks text-embeddings-inference's ``POST /rerank`` (``/rerank`` is appended to a URL that
+    lacks it); ``protocol: cohere`` the ``POST {url}`` shape shared by Cohere, Jina, vLLM and infinity, the URL
+    used as given (``.../rerank``, ``.../v1/rerank``, ``.../v2/rerank``).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    url: HttpUrl
+    protocol: Literal["tei", "cohere"] = Field(
+        "tei", description="tei: text-embeddings-inference /rerank; cohere: Cohere-style {documents} -> {results}"
+    )
+    url: HttpUrl | None = Field(None, description="the one server; or give `urls`")
+    urls: list[HttpUrl] | None = Field(
+        None, description="several servers of the same model: least in-flight first, failing ones ejected"
+    )
+    model: str | None = Field(
+        None, min_length=1, description="cohere: sent as \"model\" (required); tei servers serve one model"
+    )
+    score_activation: Literal["sigmoid", "identity"] = Field(
+        "sigmoid",
+        description="cohere: what the server's relevance_score is: a probability (sigmoid, most servers) or a "
+        "logit (identity); converted to the model's `activation`",
+    )
+    raw_scores: bool = Field(
+        False,
+        description="cohere: also send {\"raw_scores\": true} (infinity offers it); relevance_score is a logit then",
+    )
     timeout_s: float = Field(10.0, gt=0, description="per HTTP call")
     retries: int = Field(2, ge=0, description="extra tries on connection errors and 5xx, within the deadline")
     max_client_batch_size: PositiveInt = Field(32, description="texts per call; larger requests are split")
@@ -23,7 +59,75 @@ class RemoteSettings(BaseModel):
         description="budget for one score() call, retries included; default timeout_s * (retries + 1)",
     )
     backoff_s: float = Field(0.1, ge=0, description="first retry delay, doubled per retry")
-    truncate: bool = Field(True, description="ask the server to truncate over-long pairs instead of failing")
+    truncate: bool = Field(
+        True, description="tei: ask the server to truncate over-long pairs instead of failing"
+    )
+    eject_s: float = Field(
+        5.0,
+        gt=0,
+        description="an endpoint that failed or timed out gets no traffic for this long (doubled per consecutive "
+        "failure, at most 8x), then one probe request",
+    )
+
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _each_url_checked_without_quoting_it(cls, value: object) -> object:
+        """An entry's own error would be reported at ``urls.<i>`` with its value, which may hold a password
+        (``http://user:pw`` with the host forgotten reads the password as a port): say which entry, not what."""
+        if isinstance(value, list):
+            for index, item in enumerate(value):
+                try:
+                    _HTTP_URL.validate_python(item)
+                except ValidationError as error:
+                    raise ValueError(f"entry {index} is not a valid URL: {error.errors()[0]['msg']}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_list_of_servers(self) -> RemoteSettings:
+        """Exactly one of ``url`` and ``urls``; a list that is empty or names a server twice is a mistake."""
+        if (self.url is None) == (self.urls is None):
+            raise ValueError("give either `url` (one server) or `urls` (several), not both and not neither")
+        if self.urls is not None:
+            if not self.urls:
+                raise ValueError("`urls` is empty: list at least one server")
+            seen = [str(url).rstrip("/") for url in self.urls]
+            if len(set(seen)) != len(seen):
+                raise ValueError("`urls` names the same server twice")
+        if self.api_key is not None and any(url.username or url.password for url in self._servers()):
+            raise ValueError(
+                "api_key and a user:password in the URL would both set the Authorization header; keep one"
+            )
+        return self
+
+    def _servers(self) -> list[HttpUrl]:
+        return self.urls if self.urls is not None else [self.url] if self.url is not None else []
+
+    @model_validator(mode="after")
+    def _protocol_options(self) -> RemoteSettings:
+        """Options one protocol has and the other would silently ignore are refused, as is a missing ``model``."""
+        if self.protocol == "cohere":
+            if self.model is None:
+                raise ValueError("protocol cohere needs `model` (the name the server knows the model by)")
+            if self.raw_scores and "score_activation" in self.model_fields_set and self.score_activation != "identity":
+                raise ValueError("raw_scores: true makes relevance_score a logit; remove score_activation: sigmoid")
+            return self
+        ignored = sorted({"model", "score_activation", "raw_scores"} & self.model_fields_set)
+        if ignored:
+            raise ValueError(
+                f"{', '.join(ignored)} {'applies' if len(ignored) == 1 else 'apply'} to protocol: cohere only (tei: raw_scores follows the model's "
+                "activation); remove them or set protocol: cohere"
+            )
+        return self
+
+    @property
+    def served_activation(self) -> Literal["sigmoid", "identity"]:
+        """What a cohere server's ``relevance_score`` is: a logit when ``raw_scores`` asks for one."""
+        return "identity" if self.raw_scores else self.score_activation
+
+    @property
+    def endpoint_urls(self) -> list[str]:
+        """The configured server URLs as strings, in configuration order (one for ``url``)."""
+        return [str(url) for url in self._servers()]
 
 
 class ModelSettings(BaseModel):
@@ -52,6 +156,16 @@ class ModelSettings(BaseModel):
     device: str = Field("auto", description="auto (cuda, mps, cpu), or a torch device such as cuda:1")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     quantize: Literal["none", "int8"] = Field("none", description="int8 dynamic quantisation, CPU only")
+    backend: Literal["torch", "openvino"] = Field(
+        "torch",
+        description="what runs a local cross-encoder's batches: torch, or OpenVINO on the CPU (the model is "
+        "converted once by openvino.convert_model and cached under export_dir; needs pip install openvino)",
+    )
+    export_dir: str | None = Field(
+        None,
+        description="backend openvino: where converted models are cached; default "
+        "$XDG_CACHE_HOME/rerank-bridge/openvino (~/.cache/rerank-bridge/openvino)",
+    )
     int8_reduce_range: bool | None = Field(
         None,
         description="quantize int8: activations at 7 bits (true) or 8 (false); default by CPU family: 7 without "
@@ -114,7 +228,9 @@ class ModelSettings(BaseModel):
         description="largest |score difference| to float32 allowed on the start-up check set (activated score "
         "for a cross-encoder, similarity for a bi-encoder); the top-10 order must also be the same",
     )
-    remote: RemoteSettings | None = Field(None, description="score on a TEI server instead of in-process")
+    remote: RemoteSettings | None = Field(
+        None, description="score on remote servers (TEI or Cohere-style /rerank) instead of in-process"
+    )
 
     @model_validator(mode="after")
     def _token_budgets_need_the_local_tokenizer(self) -> ModelSettings:
@@ -131,6 +247,29 @@ class ModelSettings(BaseModel):
         """``int8_reduce_range`` without ``quantize: int8`` would be silently ignored: refuse it."""
         if self.int8_reduce_range is not None and self.quantize != "int8":
             raise ValueError("int8_reduce_range applies to quantize: int8 only; remove it or set quantize: int8")
+        return self
+
+    @model_validator(mode="after")
+    def _backend_options(self) -> ModelSettings:
+        """Refuse what ``backend: openvino`` would silently ignore or cannot do, each with the reason."""
+        if self.backend == "torch":
+            if self.export_dir is not None:
+                raise ValueError("export_dir applies to backend: openvino only; remove it or set backend: openvino")
+            return self
+        refused = []
+        if self.remote is not None:
+            refused.append("remote (a remote server scores with its own runtime; remove backend)")
+        if self.kind != "cross-encoder":
+            refused.append("kind bi-encoder (the OpenVINO engine runs cross-encoders; use backend: torch)")
+        if self.quantize != "none":
+            refused.append(
+                "quantize: int8 (OpenVINO int8 needs NNCF post-training quantisation, which the bridge does not "
+                "run; use dtype auto/bfloat16, or backend: torch for dynamic int8)"
+            )
+        if self.device not in ("auto", "cpu"):
+            refused.append(f"device {self.device!r} (the OpenVINO engine runs on the CPU: use auto or cpu)")
+        if refused:
+            raise ValueError(f"backend {self.backend} does not take " + "; ".join(refused))
         return self
 
     @model_validator(mode="after")

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from bridge.errors import BridgeHTTPError, error_response, message_response
 from bridge.ops.access_log import Handler
+from bridge.scoring.base import ReportsEndpoints
 from bridge.server.state import state_key
 
 PREFIX = "_bridge"
@@ -30,7 +31,9 @@ async def health(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     """Readiness: models loaded, the engine answering and a connection free; load balancers send traffic only
-    then. ``models`` says, per local model, the precision it scores in and its start-up precision check."""
+    then. ``models`` says, per local model, the precision it scores in and its start-up precision check, and
+    per remote model how each endpoint is doing (an ejected endpoint does not make the bridge unready: searches
+    fail open)."""
     state = request.app[state_key]
     pool = state.upstream.pool_state()
     checks = {
@@ -47,7 +50,10 @@ async def ready(request: web.Request) -> web.Response:
         except BridgeHTTPError:
             checks["upstream"] = False
     ok = all(checks.values())
-    models = {name: report.as_dict() for name, report in state.precisions().items()}
+    models: dict[str, dict[str, object]] = {name: report.as_dict() for name, report in state.precisions().items()}
+    for name, scorer in state.scorers.items():
+        if isinstance(scorer, ReportsEndpoints):  # remote endpoints: shown, never a reason to be unready
+            models.setdefault(name, {})["endpoints"] = scorer.endpoint_states()
     return web.Response(
         status=200 if ok else 503,
         body=json.dumps({"status": "ready" if ok else "not_ready", **checks, "models": models}).encode(),
@@ -67,9 +73,14 @@ _ALLOWED = ("GET", "HEAD")
 
 
 def add_admin_routes(app: web.Application, wrap: Callable[[Handler], Handler]) -> None:
-    """``wrap`` gives the bridge's routes what every route gets (access log, engine-shaped errors)."""
+    """``wrap`` gives the bridge's routes what every route gets (access log, engine-shaped errors). The compare
+    page exists only with ``admin.compare: true``; otherwise its paths are unknown ones (404, never relayed)."""
     for path, handler in _ROUTES.items():
         app.router.add_get(path, wrap(handler))
+    if app[state_key].settings.admin.compare:
+        from bridge.server.compare import add_compare_routes
+
+        add_compare_routes(app, wrap)
 
 
 def is_reserved(raw_path: str) -> bool:

@@ -5,7 +5,8 @@
 #
 # Why a library: the two scripts differ only in the engine's coordinates,
 # module assembly, launcher environment and config extras; everything else
-# (process handling, Java choice, Maven fetching, run dir, commands) lives here
+# (Java choice, Maven fetching, run dir, commands; process handling via
+# lib/proc.sh, which scripts/infinity.sh shares) lives here
 # so that a fix to one engine's lifecycle reaches the other.
 #
 # The sourcing script sets, then calls set_engine_paths:
@@ -29,6 +30,12 @@
 #   launch_node JDK    calls run_launcher with the engine's env and launcher (not daemonized)
 #   write_descriptor DIR NAME CLASS EXTENDED DESCRIPTION, write_security_policy DIR NAME
 #   prepare_run_dir    built from copy_home_dir, reset_run_state, write_node_config, own_run_dir
+# Logging, locks, the pidfile's ownership check, waiting for health and
+# stopping come from lib/proc.sh (shared with scripts/infinity.sh).
+
+# SCRIPTDIR is scripts/lib when this file is checked alone, scripts/ when through opensearch.sh:
+# shellcheck source-path=SCRIPTDIR source-path=SCRIPTDIR/.. source=lib/proc.sh
+source "$(dirname "${BASH_SOURCE[0]}")/proc.sh"
 
 DEP_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
 # shellcheck disable=SC2034 # used by the scripts' launch_node
@@ -44,52 +51,22 @@ set_engine_paths() {
     HOME_DIR="$RUN_DIR/home"
     PID_FILE="$RUN_DIR/$ENGINE_ID.pid"
     URL="http://127.0.0.1:$PORT"
+    # shellcheck disable=SC2034 # read by lib/proc.sh
+    LOG_TAG="$ENGINE_TAG" SERVER_LABEL="the $ENGINE_NAME node"
 }
-
-log() { printf '[%s] %s\n' "$ENGINE_TAG" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
-# Timing for the "healthy after N s" message.
-now() { date +%s.%N; }
-elapsed_since() { awk -v s="$1" -v e="$(now)" 'BEGIN { printf "%.1f", e - s }'; }
 
 # Root must hand the node to a service user (the launchers refuse root).
 is_root() { [ "$(id -u)" -eq 0 ]; }
 
-port_in_use() {
-    # bash's /dev/tcp: no extra tool needed to see whether anything listens.
-    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null
-}
-
-is_this_node() {
-    # is_this_node PID: the process runs as the run dir's owner with this
-    # port's run dir on its command line (the node's home, config, tmp dir and
-    # pidfile all are). A live pid alone proves nothing: after a crash or a
-    # reboot the pidfile's number may name any process, and `stop`, often run
-    # as root, would kill it.
+is_ours() {
+    # is_ours PID (for lib/proc.sh): the process runs as the run dir's owner
+    # with this port's run dir on its command line (the node's home, config,
+    # tmp dir and pidfile all are).
     local pid="$1" owner
     [ -d "/proc/$pid" ] || return 1
     owner="$(stat -c %u "$RUN_DIR" 2>/dev/null)" || return 1
     [ "$(stat -c %u "/proc/$pid" 2>/dev/null)" = "$owner" ] || return 1
     grep -qzF -- "$RUN_DIR/" "/proc/$pid/cmdline" 2>/dev/null # -z: its arguments end in NULs
-}
-
-running_pid() {
-    # Prints the pid from the pidfile when that process is this port's node,
-    # so that start/stop/status only ever touch the node this script started
-    # on $PORT. A pidfile naming a dead or foreign process is stale: removed.
-    # (An empty one is left alone: the node may be writing it right now.)
-    local pid
-    [ -f "$PID_FILE" ] || return 1
-    pid="$(cat "$PID_FILE" 2>/dev/null || true)"
-    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-    if is_this_node "$pid"; then
-        echo "$pid"
-        return 0
-    fi
-    log "removing the stale $PID_FILE: pid $pid is not the $ENGINE_NAME node of port $PORT"
-    rm -f "$PID_FILE" 2>/dev/null || true
-    return 1
 }
 
 # ---------------------------------------------------------------- Java
@@ -125,31 +102,6 @@ pick_java_home() {
 }
 
 # ---------------------------------------------------------------- download
-
-# How long a start waits for another one that holds the cache or port lock
-# (a first download takes minutes; a stuck holder must not block forever).
-LOCK_TIMEOUT="${RERANK_BRIDGE_LOCK_TIMEOUT:-1800}"
-
-take_lock() {
-    # take_lock FILE VAR: an exclusive flock on FILE, its fd stored in VAR.
-    # Two starts at once (two shells, CI and a developer) used to build the
-    # cache into the same folders and left it half-built for good; now the
-    # second waits, then finds the first one's result.
-    local file="$1" var="$2" fd
-    mkdir -p "$(dirname "$file")"
-    exec {fd}>>"$file"
-    printf -v "$var" '%s' "$fd"
-    if ! flock -n "$fd"; then
-        log "waiting for another start that holds $file"
-        flock -w "$LOCK_TIMEOUT" "$fd" || die "still locked after ${LOCK_TIMEOUT}s: $file"
-    fi
-}
-
-release_lock() {
-    # release_lock FD: closing the fd drops the lock.
-    [ -n "${1:-}" ] || return 0
-    eval "exec $1>&-"
-}
 
 mvn_run() {
     # mvn_run LOG ARGS...: quiet on success; on failure show Maven's output (it
@@ -412,22 +364,9 @@ NODE_LOG_OFFSET=0 # size of the node's log before this start: logs survive resta
 print_log_tail() {
     # Shown before dying, so a failed start explains itself on stderr; only
     # what this start wrote (launcher.log is rewritten per start).
-    local f offset
-    for f in "$RUN_DIR/launcher.log" "$RUN_DIR/logs/rerank-bridge.log"; do
-        [ -s "$f" ] || continue
-        offset=0
-        [ "$f" = "$RUN_DIR/launcher.log" ] || offset="$NODE_LOG_OFFSET"
-        [ "$(stat -c %s "$f")" -gt "$offset" ] || continue
-        log "---- last lines of $f"
-        if [ -n "${LOG_TAIL_EXCLUDE:-}" ]; then
-            tail -c +$((offset + 1)) "$f" | grep -v "$LOG_TAIL_EXCLUDE" | tail -n 40 >&2
-        else
-            tail -c +$((offset + 1)) "$f" | tail -n 40 >&2
-        fi
-    done
+    show_log_tail "$RUN_DIR/launcher.log"
+    show_log_tail "$RUN_DIR/logs/rerank-bridge.log" "$NODE_LOG_OFFSET"
 }
-
-NODE_PID="" # the launcher process this start ran (alive as long as the node)
 
 run_launcher() {
     # Runs the engine's launcher ("$@", from launch_node) in the foreground of
@@ -446,12 +385,12 @@ run_launcher() {
     cd "$HOME_DIR" || die "cannot enter $HOME_DIR"
     # setsid -w stays the parent when it must fork: its pid lives exactly as long as the node.
     setsid -w "${launch[@]}" >"$RUN_DIR/launcher.log" 2>&1 </dev/null {RUN_LOCK_FD}>&- &
-    NODE_PID=$!
+    LAUNCHED_PID=$! # the launcher process: alive as long as the node
     cd "$here" || die "cannot return to $here"
 }
 
 cmd_start() {
-    local t0 pid java_home deadline status
+    local t0 pid java_home ready=0
     t0="$(now)"
     [ -z "${UNSUPPORTED_REASON:-}" ] || die "$UNSUPPORTED_REASON"
     # One start per port at a time: a second one waits, then finds the first's node.
@@ -473,57 +412,22 @@ cmd_start() {
         release_lock "$CACHE_LOCK_FD"
         log "starting $ENGINE_NAME $ENGINE_VERSION on $URL (JDK $java_home)"
         launch_node "$java_home"
-        pid="$NODE_PID"
+        pid="$LAUNCHED_PID"
     else
         log "process $pid is running; waiting for it to become healthy"
     fi
 
-    deadline=$(($(date +%s) + START_TIMEOUT))
-    until healthy; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            status=""
-            if [ "$pid" = "$NODE_PID" ]; then
-                wait "$pid" && status=0 || status=$?
-            fi
-            print_log_tail
-            die "$ENGINE_NAME exited during startup after $(elapsed_since "$t0")s${status:+ (exit code $status)} (logs in $RUN_DIR)"
-        fi
-        if [ "$(date +%s)" -ge "$deadline" ]; then
-            print_log_tail
-            die "not healthy after ${START_TIMEOUT}s (logs in $RUN_DIR/logs)"
-        fi
-        sleep 0.5
-    done
+    await_ready healthy "$pid" 0.5 || ready=$?
+    if [ "$ready" = 1 ]; then
+        print_log_tail
+        die "$ENGINE_NAME exited during startup after $(elapsed_since "$t0")s${EXIT_STATUS:+ (exit code $EXIT_STATUS)} (logs in $RUN_DIR)"
+    elif [ "$ready" = 2 ]; then
+        print_log_tail
+        die "not healthy after ${START_TIMEOUT}s (logs in $RUN_DIR/logs)"
+    fi
     log "healthy at $URL after $(elapsed_since "$t0")s"
-    if [ -n "${RERANK_BRIDGE_LAUNCHED_FILE:-}" ] && [ "$pid" = "$NODE_PID" ]; then
-        echo "$URL" >"$RERANK_BRIDGE_LAUNCHED_FILE" # this start launched the node: its caller owns it
-    fi
+    record_launch "$pid"
     echo "$URL"
-}
-
-cmd_stop() {
-    # Only the pidfile's process: a node someone else runs on $PORT is never touched.
-    local pid
-    if ! pid="$(running_pid)"; then
-        log "not running (no live pid in $PID_FILE)"
-        return 0
-    fi
-    log "stopping pid $pid"
-    if ! kill -TERM "$pid" 2>/dev/null; then
-        is_this_node "$pid" || { rm -f "$PID_FILE"; log "stopped"; return 0; } # gone meanwhile
-        die "cannot signal pid $pid (run stop as its owner or as root)"
-    fi
-    for _ in $(seq 1 120); do # up to 60 s for a clean shutdown
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.5
-    done
-    if is_this_node "$pid"; then # checked again: the pid may have been reused meanwhile
-        log "pid $pid ignored SIGTERM; sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        while kill -0 "$pid" 2>/dev/null; do sleep 0.2; done
-    fi
-    rm -f "$PID_FILE"
-    log "stopped"
 }
 
 cmd_wipe() {
@@ -568,19 +472,14 @@ cmd_status() {
         echo >&2
         return 0
     fi
-    if [ -n "$pid" ]; then
-        log "pid $pid is running but $URL is not healthy (yet)"
-    else
-        log "not running on $URL"
-    fi
-    return 3
+    report_down "$pid" "$URL is not healthy"
 }
 
 main() {
     # stdout carries only the URL; everything else goes to stderr.
     case "${1:-}" in
     start) cmd_start ;;
-    stop) cmd_stop ;;
+    stop) stop_server TERM 60 ;; # up to 60 s for a clean shutdown
     wipe) cmd_wipe ;;
     url) echo "$URL" ;;
     status) cmd_status ;;

@@ -12,6 +12,7 @@ from bench.scoring import (
     Shape,
     backend_decision,
     beats_st,
+    bridge_backend_decision,
     max_abs_diff,
     mean_gflop,
     pair_flops,
@@ -129,6 +130,28 @@ def test_backend_decision() -> None:
     assert paired_ratio(lucky[0], bridge["bf16"]) == pytest.approx(40 / 44)
     assert backend_decision(bridge, lucky).startswith("do not add it")
     assert backend_decision(bridge, rows()[:1]).startswith("undecided")
+
+
+def test_bridge_backend_decision_compares_engines_at_equal_accuracy() -> None:
+    torch_rows = {
+        "fp32": Row("bridge fp32", "fp32", [39.0, 38.0, 39.0], 0.0),
+        "bf16": Row("bridge bf16", "bf16", [110.0, 113.0, 108.0], 0.010),
+        "int8": Row("bridge int8", "int8", [200.0, 190.0, 195.0], 0.14),  # faster, but not within tolerance
+    }
+    ov_rows = {
+        "fp32": Row("bridge-openvino fp32", "fp32", [43.0, 42.0, 41.0], 0.00001),
+        "bf16": Row("bridge-openvino bf16", "bf16", [127.0, 125.0, 120.0], 0.008),
+    }
+    decision = bridge_backend_decision(torch_rows, ov_rows)
+    assert decision.startswith("ship backend: openvino")
+    assert "bridge-openvino bf16 127.0 vs bridge bf16 113.0" in decision and "fp32: 1.10x" in decision
+    # A 3 % gain is within a shared machine's noise: not worth a backend.
+    close = {"bf16": Row("bridge-openvino bf16", "bf16", [116.0, 114.0, 111.0], 0.008)}
+    assert bridge_backend_decision(torch_rows, close).startswith("do not ship")
+    # Faster only by being less accurate does not count.
+    sloppy = {"bf16": Row("bridge-openvino bf16", "bf16", [300.0, 300.0, 300.0], 0.05)}
+    assert bridge_backend_decision(torch_rows, sloppy).startswith("undecided")
+    assert bridge_backend_decision({}, ov_rows).startswith("undecided")
 
 
 class FakeScorer:

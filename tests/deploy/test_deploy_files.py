@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "kubernetes"
 K8S_BASE = K8S / "base"
+K8S_REMOTE = K8S / "remote-scorer"
 COMPOSE_FILE = DEPLOY / "docker-compose.yml"
 DOCKERFILE = DEPLOY / "Dockerfile"
 CONFIG_PATH = "/etc/rerank-bridge/bridge.yaml"
@@ -105,6 +106,19 @@ def compose_raw() -> dict[str, Any]:
     return dict(yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8")))  # resolves << merge keys
 
 
+def remote_urls(model: Any) -> list[Any]:
+    """The URLs a model's remote scorer calls (``url`` or ``urls``); none for an in-process model."""
+    if model.remote is None:
+        return []
+    return list(model.remote.urls) if model.remote.urls is not None else [model.remote.url]
+
+
+def served_model_name(args: list[str]) -> str:
+    """infinity's ``--served-model-name`` (the name requests must send as ``model``) from its arguments."""
+    assert "--served-model-name" in args, f"no --served-model-name in {args}"
+    return str(args[args.index("--served-model-name") + 1])
+
+
 def default_of(value: str) -> str:
     """'${VAR:-default}' -> 'default' (the value when the variable is unset)."""
     return re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", str(value))
@@ -170,7 +184,9 @@ def test_expected_files_exist() -> None:
         "kubernetes/kustomization.yaml",
         "kubernetes/base/kustomization.yaml",
         "kubernetes/gpu/kustomization.yaml",
+        "kubernetes/remote-scorer/kustomization.yaml",
         "kubernetes/secret.example.yaml",
+        "bridge-remote.yaml",
     ):
         assert (DEPLOY / name).is_file(), f"deploy/{name} is missing"
 
@@ -178,7 +194,7 @@ def test_expected_files_exist() -> None:
 # ------------------------------------------------------------- bridge configurations
 
 
-@pytest.mark.parametrize("name", ["bridge.yaml", "bridge-tei.yaml"])
+@pytest.mark.parametrize("name", ["bridge.yaml", "bridge-tei.yaml", "bridge-remote.yaml"])
 def test_bridge_config_file_validates(name: str, clean_env: pytest.MonkeyPatch) -> None:
     settings = load_settings(DEPLOY / name)
     assert settings.models, f"deploy/{name} configures no model"
@@ -444,7 +460,9 @@ def run_compose(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize(
-    "profiles", [(), ("gpu",), ("tei",), ("gpu", "tei")], ids=lambda p: "+".join(p) or "default"
+    "profiles",
+    [(), ("gpu",), ("tei",), ("infinity",), ("gpu", "tei", "infinity")],
+    ids=lambda p: "+".join(p) or "default",
 )
 def test_compose_config_is_valid(profiles: tuple[str, ...]) -> None:
     flags = [flag for profile in profiles for flag in ("--profile", profile)]
@@ -454,7 +472,9 @@ def test_compose_config_is_valid(profiles: tuple[str, ...]) -> None:
 
 def test_compose_resolved_model() -> None:
     """Compose v2+ prints the resolved model as JSON: check what it will actually run."""
-    result = run_compose("--profile", "gpu", "--profile", "tei", "config", "--format", "json")
+    result = run_compose(
+        "--profile", "gpu", "--profile", "tei", "--profile", "infinity", "config", "--format", "json"
+    )  # fmt: skip
     if result.returncode != 0 and "format" in result.stderr:
         pytest.skip("this Compose implementation has no `config --format json` (Compose v1)")
     assert result.returncode == 0, result.stderr
@@ -466,8 +486,11 @@ def test_compose_resolved_model() -> None:
         "bridge-gpu",
         "tei-reranker",
         "bridge-tei",
+        "infinity-a",
+        "infinity-b",
+        "bridge-remote",
     }
-    for name in ("bridge", "bridge-gpu", "bridge-tei"):
+    for name in ("bridge", "bridge-gpu", "bridge-tei", "bridge-remote"):
         service = services[name]
         assert Path(service["build"]["context"]).resolve() == REPO
         assert service["build"]["dockerfile"] in ("deploy/Dockerfile", str(DOCKERFILE))
@@ -506,6 +529,28 @@ def test_compose_structure() -> None:
     assert services["tei-reranker"]["profiles"] == ["tei"]
     assert "text-embeddings-inference" in default_of(services["tei-reranker"]["image"])
     assert services["bridge-tei"]["profiles"] == ["tei"]
+    for name in ("infinity-a", "infinity-b", "bridge-remote"):
+        assert services[name]["profiles"] == ["infinity"], name
+
+
+def test_compose_remote_profile_matches_its_scorers(clean_env: pytest.MonkeyPatch) -> None:
+    """bridge-remote.yaml speaks the Cohere-style API to both infinity services, by their served name and port."""
+    services = compose_raw()["services"]
+    model = next(iter(load_settings(DEPLOY / "bridge-remote.yaml").models.values()))
+    assert model.remote is not None and model.remote.protocol == "cohere"
+    assert model.activation == "identity" and model.remote.raw_scores, "ms-marco's logits, as in-process"
+    urls = remote_urls(model)
+    assert len({url.host for url in urls}) == len(urls) >= 2, "several endpoints, to survive one down"
+    for url in urls:
+        scorer = services[url.host]
+        command = [default_of(part) for part in scorer["command"]]
+        assert command[0] == "v2" and "michaelf34/infinity" in default_of(scorer["image"])
+        assert served_model_name(command) == model.remote.model
+        assert url.path == "/rerank" and str(url.port) == command[command.index("--port") + 1]
+        assert {"--engine", "--device", "--no-bettertransformer"} <= set(command)
+        assert str(scorer["environment"]["DO_NOT_TRACK"]) == "1"
+        assert str(scorer["environment"]["INFINITY_ANONYMOUS_USAGE_STATS"]) == "0"
+        assert all(port.startswith("127.0.0.1:") for port in scorer["ports"]), "scorers stay on loopback"
 
 
 def _seconds(duration: str) -> float:
@@ -514,7 +559,7 @@ def _seconds(duration: str) -> float:
     return float(match[1]) * {"ms": 0.001, "s": 1, "m": 60}[match[2]]
 
 
-@pytest.mark.parametrize("service", ["bridge", "bridge-gpu", "bridge-tei"])
+@pytest.mark.parametrize("service", ["bridge", "bridge-gpu", "bridge-tei", "bridge-remote"])
 def test_compose_bridge_services_fit_their_config(
     service: str, tmp_path: Path, clean_env: pytest.MonkeyPatch
 ) -> None:
@@ -529,10 +574,14 @@ def test_compose_bridge_services_fit_their_config(
     assert settings.server.host == "0.0.0.0"
     assert any(port.endswith(f":{settings.server.port}") for port in spec["ports"])
     assert _seconds(spec["stop_grace_period"]) > settings.server.drain_timeout_s
-    for model in settings.models.values():  # remote scorers point at a service of this file
-        if model.remote is not None:
-            host = model.remote.url.host
-            assert host in compose_raw()["services"], f"remote scorer host {host} is no compose service"
+    services = compose_raw()["services"]
+    for model in settings.models.values():  # remote scorers point at services of this file
+        for url in remote_urls(model):
+            assert url.host in services, f"remote scorer host {url.host} is no compose service"
+            assert set(services[url.host].get("profiles", [])) <= set(spec.get("profiles", [])), (
+                f"{service} starts without its scorer {url.host}"
+            )
+            assert url.host in spec["depends_on"], f"{service} does not wait for {url.host}"
 
 
 # ------------------------------------------------------------------ Kubernetes: schemas
@@ -610,8 +659,114 @@ def test_kustomize_build_matches_kubernetes_schema(flavour: str) -> None:
 # --------------------------------------------------------------- Kubernetes: structure
 
 
+@cache
+def remote_overlay_docs() -> tuple[dict[str, Any], ...]:
+    return tuple(d for d in kustomize_build(K8S_REMOTE) if d)
+
+
+def test_kustomize_build_of_the_remote_scorer_matches_kubernetes_schema() -> None:
+    docs = remote_overlay_docs()
+    kinds = sorted(d["kind"] for d in docs)
+    assert (
+        kinds
+        == sorted(
+            ["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service"] * 2
+        )[1:]
+    ), "the base's five resources plus the scorer's Deployment, Service, HPA and PDB"
+    for doc in docs:
+        schema_validate(doc, "kubectl kustomize deploy/kubernetes/remote-scorer")
+
+
+def named(docs: tuple[dict[str, Any], ...], kind: str, name: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind}/{name}, found {len(found)}"
+    return found[0]
+
+
+def check_remote_overlay(docs: tuple[dict[str, Any], ...], tmp_path: Path) -> None:
+    """The bridge's ConfigMap points its model at the scorer Service, by the scorers' served name and port."""
+    scorer = named(docs, "Deployment", "rerank-scorer")
+    service = named(docs, "Service", "rerank-scorer")
+    container = scorer["spec"]["template"]["spec"]["containers"][0]
+    args = [str(a) for a in container["args"]]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert args[0] == "v2" and container["image"].startswith("michaelf34/infinity:")
+    assert str(ports["http"]) == args[args.index("--port") + 1]
+    assert args[args.index("--host") + 1] == "0.0.0.0", "reachable from the bridge pods"
+    settings = load_config_text(
+        named(docs, "ConfigMap", "rerank-bridge-config")["data"]["bridge.yaml"], tmp_path
+    )
+    (rule,) = settings.rules
+    model = settings.models[rule.model or next(iter(settings.models))]
+    assert model.remote is not None and model.remote.protocol == "cohere"
+    assert model.remote.model == served_model_name(args)
+    (service_port,) = service["spec"]["ports"]
+    assert service_port["targetPort"] in ports or service_port["targetPort"] in ports.values()
+    for url in remote_urls(model):
+        assert url.host == service["metadata"]["name"] and url.port == service_port["port"]
+        assert url.path == "/rerank"
+    pod_labels = scorer["spec"]["template"]["metadata"]["labels"]
+    bridge_labels = named(docs, "Deployment", "rerank-bridge")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert not service["spec"]["selector"].items() <= bridge_labels.items(), (
+        "the scorer Service selects bridges"
+    )
+    bridge_service = named(docs, "Service", "rerank-bridge")
+    assert not bridge_service["spec"]["selector"].items() <= pod_labels.items(), (
+        "the bridge Service selects scorers"
+    )
+    hpa = named(docs, "HorizontalPodAutoscaler", "rerank-scorer")
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "rerank-scorer",
+    }
+    assert 2 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    assert "replicas" not in scorer["spec"], "the scorer HPA owns the replica count"
+    assert container["resources"]["requests"]["cpu"], "the HPA's CPU utilisation needs a CPU request"
+    pdb = named(docs, "PodDisruptionBudget", "rerank-scorer")
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert pdb["spec"]["minAvailable"] < hpa["spec"]["minReplicas"], "the PDB would block every drain"
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["path"] == "/health"
+        assert container[probe]["httpGet"]["port"] in ports
+    pre_stop = float(container["lifecycle"]["preStop"]["exec"]["command"][1])
+    assert (
+        scorer["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        > pre_stop + model.remote.timeout_s
+    )
+    env = env_map(container)
+    assert env["DO_NOT_TRACK"]["value"] == "1" and env["INFINITY_ANONYMOUS_USAGE_STATS"]["value"] == "0"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert env["HF_HOME"]["value"] in mounts and "/tmp" in mounts, "writable caches on a read-only root"
+
+
+def test_remote_scorer_overlay_points_the_bridge_at_its_scorers(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    check_remote_overlay(remote_overlay_docs(), tmp_path)
+
+
+def test_remote_scorer_overlay_without_kustomize(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
+    """The same checks on the overlay's files merged by hand (the ConfigMap patch replaces bridge.yaml)."""
+    docs = list(base_resources())
+    for name in kustomization_resources(K8S_REMOTE):
+        if name != "../base":
+            docs.extend(load_docs(K8S_REMOTE / name))
+    patch = load_docs(K8S_REMOTE / "configmap-remote-patch.yaml")[0]
+    configmap = dict(one(docs, "ConfigMap"), data=patch["data"])
+    docs = [configmap if d["kind"] == "ConfigMap" else d for d in docs]
+    check_remote_overlay(tuple(docs), tmp_path)
+    bridge = bridge_container(load_docs(K8S_REMOTE / "deployment-remote-patch.yaml")[0])
+    requests, limits = bridge["resources"]["requests"], bridge["resources"]["limits"]
+    assert (requests["cpu"], requests["memory"]) == (limits["cpu"], limits["memory"]), (
+        "whole cores, as in base"
+    )
+
+
 def test_kustomizations_list_existing_files() -> None:
-    for directory in (K8S, K8S_BASE, K8S / "gpu"):
+    for directory in (K8S, K8S_BASE, K8S / "gpu", K8S_REMOTE):
         kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
         for resource in kustomization["resources"]:
             assert (directory / resource).exists(), f"{directory}/kustomization.yaml: {resource} missing"
@@ -620,7 +775,9 @@ def test_kustomizations_list_existing_files() -> None:
     listed = set(kustomization_resources(K8S_BASE))
     on_disk = {p.name for p in K8S_BASE.glob("*.yaml") if p.name != "kustomization.yaml"}
     assert listed == on_disk, "every manifest in base/ is a resource, and only those"
-    everything = " ".join((d / "kustomization.yaml").read_text() for d in (K8S, K8S_BASE, K8S / "gpu"))
+    everything = " ".join(
+        (d / "kustomization.yaml").read_text() for d in (K8S, K8S_BASE, K8S / "gpu", K8S_REMOTE)
+    )
     assert "secret.example.yaml" not in re.sub(r"#.*", "", everything), (
         "the example Secret must not be applied"
     )

@@ -16,6 +16,7 @@ import pytest
 from bridge.evaluation.verify import ReferenceScorer, apply_transform, best_transform
 from bridge.scoring.local import LocalScorer
 from bridge.scoring.settings import ModelSettings
+from tests.evaluation.eval_command import run_eval
 from tests.indices import scratch_name
 
 REPO = Path(__file__).resolve().parents[2]
@@ -200,20 +201,10 @@ def test_eval_compares_modes_with_a_detected_bi_encoder(opensearch_url: str, tmp
     collection = tiny_collection(tmp_path / "tiny")
     index = scratch_name("eval-modes")
     out = tmp_path / "out"
-    try:
-        done = subprocess.run(
-            [
-                sys.executable, "-m", "bridge", "eval", str(collection), "--upstream", opensearch_url,
-                "--model", str(model), "--index", index, "--window", "10", "--verify-sample", "3",
-                "--combine", "linear:0.7:z_score,rrf:5,rule", "--out", str(out), "--no-progress",
-            ],
-            capture_output=True, text=True, timeout=300, cwd=REPO,
-        )
-    finally:
-        urllib.request.urlopen(
-            urllib.request.Request(f"{opensearch_url}/{index}?ignore_unavailable=true", method="DELETE")
-        ).read()
-    assert done.returncode == 0, f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    done = run_eval(
+        opensearch_url, index, collection, "--model", str(model), "--window", "10", "--verify-sample", "3",
+        "--combine", "linear:0.7:z_score,rrf:5,rule", "--out", str(out),
+    )  # fmt: skip
     report = json.loads((out / "report.json").read_text())
     assert report["model"]["kind"] == "bi-encoder"
     modes = report["modes"]

@@ -17,25 +17,20 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bridge.cli import _settings, build_parser, main
+from bridge.cli import _settings, build_parser
 from bridge.config import ConfigError, Settings
+from tests.config_check import config_check
 
 PASSWORD = "pa55-Wd-7731"
 
 
-@pytest.fixture(autouse=True)
-def _no_bridge_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("BRIDGE_"):
-            monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("no_bridge_environment")
 
 
 def check(tmp_path: Path, yaml_text: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    config = tmp_path / "bridge.yaml"
-    config.write_text(yaml_text)
-    status = main(["config", "check", "--config", str(config)])
-    captured = capsys.readouterr()
-    return status, captured.out + captured.err
+    """``config check``'s status and all it printed (a secret must show on neither stream)."""
+    status, out, err = config_check(tmp_path, yaml_text, capsys)
+    return status, out + err
 
 
 @pytest.mark.parametrize(
@@ -61,6 +56,12 @@ def check(tmp_path: Path, yaml_text: str, capsys: pytest.CaptureFixture[str]) ->
         (f"models: {{m: {{source: x, remote: ['http://tei', {{api_key: {PASSWORD}}}]}}}}\n", "remote", PASSWORD),
         # The host forgotten: the password reads as a port.
         (f"upstream: {{url: 'http://admin:{PASSWORD}'}}\n", "upstream.url", PASSWORD),
+        # ... also as one entry of a URL list.
+        (
+            f"models: {{m: {{source: x, remote: {{protocol: cohere, model: m, urls: ['http://a', 'http://t:{PASSWORD}']}}}}}}\n",
+            "models.m.remote.urls",
+            PASSWORD,
+        ),
     ],
 )
 def test_config_check_errors_name_the_field_but_never_a_secret_value(

@@ -1,12 +1,15 @@
-"""Fixtures for the scoring engine: tiny random cross-encoders built on the fly, the shared trained model."""
+"""Fixtures for the scoring engine: tiny random cross-encoders built on the fly, the shared trained model, the
+remote scorers a test starts."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.scoring.remote_servers import Scorers
 from tests.tiny_models import build_cross_encoder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -127,3 +130,11 @@ def st_cross_encoder() -> Any:
         return CrossEncoder(str(path), device="cpu", model_kwargs={"dtype": torch.float32})
 
     return load
+
+
+@pytest.fixture
+async def scorers() -> AsyncIterator[Scorers]:
+    """Remote scorers started through it are closed after the test (before the servers they talk to)."""
+    started = Scorers()
+    yield started
+    await started.close()

@@ -16,27 +16,15 @@ from pathlib import Path
 import pytest
 
 import bridge.scoring.device as device
-from bridge.cli import main
 from bridge.scoring.model import CrossEncoderModel
 from bridge.scoring.preflight import check_model
 from bridge.scoring.settings import ModelSettings
+from tests.config_check import model_config_check as config_check
 
 HUB_ID = "cross-encoder/ms-marco-MiniLM-L-6-v2"
 
 
-@pytest.fixture(autouse=True)
-def _no_bridge_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("BRIDGE_"):
-            monkeypatch.delenv(name)
-
-
-def config_check(tmp_path: Path, model_yaml: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    config = tmp_path / "bridge.yaml"
-    config.write_text(f"models: {{m: {model_yaml}}}\n")
-    status = main(["config", "check", "--config", str(config)])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
+pytestmark = pytest.mark.usefixtures("no_bridge_environment")
 
 
 def not_a_model(tmp_path: Path, tiny_model: Path) -> dict[str, Path]:

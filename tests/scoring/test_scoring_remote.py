@@ -4,109 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import math
-import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp import web
 
-from bridge.scoring import ModelConfigError, ModelSettings, RemoteSettings, ScoringError
+from bridge.scoring import ModelConfigError, ModelSettings, ScoringError
 from bridge.scoring.remote import REMOTE_TEXT_CHARS, RemoteScorer
-
-
-def raw_score(text: str) -> float:
-    return (len(text) % 17) / 4 - 2
-
-
-class TEI:
-    """A scripted TEI ``/rerank``: batch cap, answers in reverse order, injectable failures and delays."""
-
-    def __init__(self, max_batch: int = 4) -> None:
-        self.max_batch = max_batch
-        self.calls: list[dict[str, Any]] = []
-        self.headers: list[dict[str, str]] = []
-        self.failures: list[tuple[int, dict[str, str]]] = []
-        self.delay = 0.0
-        self.malformed = False
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.url = ""
-
-    async def rerank(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        self.calls.append(body)
-        self.headers.append(dict(request.headers))
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
-            if self.delay:
-                await asyncio.sleep(self.delay)
-            if self.failures:
-                status, headers = self.failures.pop(0)
-                error = {"error": f"scripted failure {status}", "error_type": "overloaded"}
-                return web.json_response(error, status=status, headers=headers)
-            texts = body["texts"]
-            if len(texts) > self.max_batch:
-                message = f"batch size {len(texts)} > maximum allowed batch size {self.max_batch}"
-                return web.json_response({"error": message, "error_type": "validation"}, status=413)
-            if self.malformed:
-                return web.json_response([{"index": 0}])
-            ranks = []
-            for index, text in enumerate(texts):
-                score = raw_score(text)
-                ranks.append(
-                    {"index": index, "score": score if body["raw_scores"] else 1 / (1 + math.exp(-score))}
-                )
-            return web.json_response(ranks[::-1])
-        finally:
-            self.in_flight -= 1
+from tests.scoring.remote_servers import TEI, TEXTS, Scorers, free_port, raw_score, remote_settings
 
 
 @pytest.fixture
 async def tei() -> AsyncIterator[TEI]:
-    server = TEI()
-    app = web.Application()
-    app.router.add_post("/rerank", server.rerank)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    server.url = f"http://{host}:{port}"
+    server = await TEI().start()
     yield server
-    await runner.cleanup()
+    await server.stop()
 
 
 def settings(url: str, activation: str = "auto", cache_size: int = 0, **remote: Any) -> ModelSettings:
-    remote = {"timeout_s": 2.0, "backoff_s": 0.01, "max_client_batch_size": 4, **remote}
-    return ModelSettings(
-        source="remote-model",
-        activation=activation,  # type: ignore[arg-type]
-        cache_size=cache_size,
-        warmup=False,
-        remote=RemoteSettings(url=url, **remote),
-    )
+    return remote_settings([url], activation, cache_size, **remote)
 
 
 @pytest.fixture
-async def make(tei: TEI) -> AsyncIterator[Any]:
-    made: list[RemoteScorer] = []
-
+def make(tei: TEI, scorers: Scorers) -> Any:
     async def factory(**kwargs: Any) -> RemoteScorer:
         url = kwargs.pop("url", tei.url)
-        scorer = RemoteScorer("remote", settings(url, **kwargs))
-        await scorer.start()
-        made.append(scorer)
-        return scorer
+        return await scorers.start(settings(url, **kwargs))
 
-    yield factory
-    for scorer in made:
-        await scorer.close()
-
-
-TEXTS = [f"passage number {i} " + "x" * i for i in range(10)]
+    return factory
 
 
 async def test_splits_above_the_batch_cap_concurrently_and_keeps_order(tei, make):
@@ -138,7 +64,7 @@ async def test_retries_5xx_and_gives_up_after_the_configured_tries(tei, make):
     tei.calls.clear()
     tei.failures = [(503, {}), (503, {})]
     stingy = await make(retries=1)
-    with pytest.raises(ScoringError, match="failed after 2 tries: HTTP 503: scripted failure 503"):
+    with pytest.raises(ScoringError, match=r"failed after 2 tries: http://127\.0\.0\.1:[0-9]+/rerank answered HTTP 503: scripted failure 503"):
         await stingy.score("q", ["a"])
     assert len(tei.calls) == 2
 
@@ -179,9 +105,7 @@ async def test_4xx_fails_at_once_with_the_servers_message(tei, make):
 
 
 async def test_unreachable_server_is_retried_then_fails(make):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     scorer = await make(url=f"http://127.0.0.1:{port}", retries=2)
     with pytest.raises(ScoringError, match="failed after 3 tries: cannot reach") as caught:
         await scorer.score("q", ["a"])
@@ -189,9 +113,7 @@ async def test_unreachable_server_is_retried_then_fails(make):
 
 
 async def test_credentials_in_the_remote_url_never_reach_an_error_or_log_line(make, caplog):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     scorer = await make(url=f"http://tei-user:s3cret-pw@127.0.0.1:{port}", retries=0)
     with pytest.raises(ScoringError) as caught:
         await scorer.score("q", ["a"])

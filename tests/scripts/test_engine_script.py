@@ -10,27 +10,24 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.scripts.script_helpers import free_port, needs_tools, stale_pidfile, with_json_handler
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "opensearch.sh"
 VERSION = "2.19.6"
 MODULES = ("lang-painless", "lang-mustache", "analysis-common", "mapper-extras", "reindex", "parent-join")
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("java") is None or shutil.which("flock") is None or shutil.which("setsid") is None,
-    reason="the engine script needs java, flock and setsid (util-linux)",
-)
+pytestmark = needs_tools("java", "flock", "setsid")
 
 FAKE_MVN = r'''#!/usr/bin/env python3
 """Stands in for Maven: the dependency plugin's copy (the zip) and copy-dependencies (a module's jars)."""
@@ -60,27 +57,22 @@ else:
         (out / f"{artifact}-{version}.jar").write_text("")
 '''
 
-SERVING_NODE = r'''#!/usr/bin/env bash
+SERVING_NODE = with_json_handler(r'''#!/usr/bin/env bash
 # A node that answers like a healthy OpenSearch on http.port until SIGTERM; -p PIDFILE and -d as the real launcher.
 if [[ " $* " == *" -d "* ]]; then
   "$0" "${@/-d/}" </dev/null >/dev/null 2>&1 &
   exit 0
 fi
 exec python3 - "$@" <<'PY'
-import json, os, re, signal, sys
-from http.server import BaseHTTPRequestHandler, HTTPServer
+import os, re, signal, sys
+from http.server import HTTPServer
+# JSON_HANDLER
 pidfile = sys.argv[sys.argv.index("-p") + 1]
 conf = open(os.path.join(os.environ["OPENSEARCH_PATH_CONF"], "opensearch.yml")).read()
 port = int(re.search(r"^http.port: (\d+)", conf, re.M)[1])
-class Health(BaseHTTPRequestHandler):
+class Health(JsonHandler):
     def do_GET(self):
-        body = json.dumps({"status": "green", "version": {"distribution": "opensearch"}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
+        self.reply(200, {"status": "green", "version": {"distribution": "opensearch"}})
 server = HTTPServer(("127.0.0.1", port), Health)
 open(pidfile, "w").write(str(os.getpid()))
 def stop(*_):
@@ -89,7 +81,7 @@ def stop(*_):
 signal.signal(signal.SIGTERM, stop)
 server.serve_forever()
 PY
-'''
+''')
 
 DYING_NODE = r'''#!/usr/bin/env bash
 # What a node with a half-built modules/ does: fail while loading plugins, long before any health answer
@@ -129,12 +121,6 @@ class Engine:
 
     def fetches(self) -> list[str]:
         return self.mvn_log.read_text().splitlines() if self.mvn_log.exists() else []
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:
@@ -273,23 +259,9 @@ def test_a_restart_keeps_the_nodes_data_and_only_wipe_deletes_it(engine: Engine)
     assert not marker.exists()
 
 
-@contextmanager
-def stale_pidfile(engine: Engine, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """The pidfile a crashed node or a reboot leaves: its number now names an unrelated live process."""
-    run_dir = engine.run_root / str(port)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    other = subprocess.Popen(["sleep", "60"])
-    try:
-        (run_dir / "opensearch.pid").write_text(f"{other.pid}\n")
-        yield other
-    finally:
-        other.kill()
-        other.wait()
-
-
 def test_a_stale_pidfile_naming_another_process_is_never_killed(engine: Engine) -> None:
     port = free_port()
-    with stale_pidfile(engine, port) as other:
+    with stale_pidfile(engine.run_root / str(port) / "opensearch.pid") as other:
         stopped = engine.run("stop", port)
         assert stopped.returncode == 0, stopped.stderr
         assert other.poll() is None, "stop killed a process that is not the node"
@@ -299,7 +271,7 @@ def test_a_stale_pidfile_naming_another_process_is_never_killed(engine: Engine) 
 
 def test_a_start_over_a_stale_pidfile_launches_its_own_node_at_once(engine: Engine) -> None:
     port = free_port()
-    with stale_pidfile(engine, port) as other:
+    with stale_pidfile(engine.run_root / str(port) / "opensearch.pid") as other:
         code, out, err = finish(engine.start(port, OPENSEARCH_START_TIMEOUT="10"))
         assert code == 0, err
         assert out.strip() == f"http://127.0.0.1:{port}"
@@ -328,6 +300,6 @@ def test_check_names_mvn_when_it_is_missing_and_nothing_is_cached(engine: Engine
 
 
 def test_the_script_is_valid_bash() -> None:
-    for script in ("opensearch.sh", "elasticsearch.sh", "lib/engine.sh", "quickstart.sh"):
+    for script in ("opensearch.sh", "elasticsearch.sh", "infinity.sh", "lib/engine.sh", "lib/proc.sh", "quickstart.sh"):
         done = subprocess.run(["bash", "-n", str(REPO / "scripts" / script)], capture_output=True, text=True)
         assert done.returncode == 0, textwrap.shorten(done.stderr, 500)

@@ -55,6 +55,8 @@ def test_dry_run_prints_a_valid_config_and_starts_nothing(shared_model: Path) ->
     [rule] = config["rules"]  # type: ignore[misc]
     assert rule["indices"] == ["docs*"] and rule["fields"] == ["title", "text"]
     assert config["log_format"] == "text"
+    assert config["admin"] == {"compare": True}  # the compare page is on in the quickstart, off by default
+    assert Settings(**config).admin.compare
 
 
 @pytest.mark.slow

@@ -6,7 +6,6 @@ purpose (see its README): this checks plumbing, not relevance.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,7 +14,8 @@ import pytest
 
 from bridge.config import Settings
 from tests.bridge_server import running_bridge
-from tests.indices import create_index, delete_indices, scratch_name
+from tests.cranfield import cranfield_index
+from tests.indices import scratch_name
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
@@ -25,19 +25,8 @@ WINDOW = 30
 
 @pytest.fixture(scope="module")
 async def cranfield(opensearch_url: str, shared_dir: Path) -> AsyncIterator[list[str]]:
-    folder = shared_dir / "collections" / "cranfield"
-    corpus = [json.loads(line) for line in (folder / "corpus.jsonl").read_text().splitlines() if line.strip()]
-    queries = [json.loads(line)["text"] for line in (folder / "queries.jsonl").read_text().splitlines()[:3]]
-    async with aiohttp.ClientSession() as http:
-        english = {"type": "text", "analyzer": "english"}
-        docs = {doc["_id"]: {"title": doc.get("title", ""), "text": doc.get("text", "")} for doc in corpus}
-        await create_index(
-            http, opensearch_url, INDEX, docs, {"properties": {"title": english, "text": english}}
-        )
-        try:
-            yield queries
-        finally:
-            await delete_indices(http, opensearch_url, INDEX)
+    async with cranfield_index(opensearch_url, shared_dir, INDEX, queries=3) as queries:
+        yield queries
 
 
 def model_scores(model_dir: Path, query: str, passages: list[str]) -> list[float]:
