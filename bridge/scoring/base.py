@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 _log = logging.getLogger(__name__)
@@ -98,11 +101,36 @@ class NullObserver:
         pass
 
 
+@dataclass
+class CacheTally:
+    """Cache lookups made while :func:`tally_cache_lookups` is active: one caller's share, which the shared
+    metrics (every request's lookups together) cannot tell."""
+
+    hits: int = 0
+    misses: int = 0
+
+
+_TALLY: ContextVar[CacheTally | None] = ContextVar("rerank_bridge_cache_tally", default=None)
+
+
+@contextmanager
+def tally_cache_lookups() -> Iterator[CacheTally]:
+    """Count the score-cache lookups of the scoring calls made in this context (tasks started in it included,
+    as they copy the context); scorers report them through :class:`GuardedObserver`, so every kind counts."""
+    tally = CacheTally()
+    token = _TALLY.set(tally)
+    try:
+        yield tally
+    finally:
+        _TALLY.reset(token)
+
+
 class GuardedObserver:
     """Wraps an observer so that a failing metrics call is logged, never raised into the scoring path."""
 
     def __init__(self, inner: ScoringObserver | None) -> None:
-        self.inner: ScoringObserver = inner or NullObserver()
+        # Unwrapped when already guarded, so a lookup is tallied once.
+        self.inner: ScoringObserver = (inner.inner if isinstance(inner, GuardedObserver) else inner) or NullObserver()
 
     def batch_done(self, model: str, pairs: int, padded_tokens: int, seconds: float) -> None:
         try:
@@ -117,6 +145,10 @@ class GuardedObserver:
             _log.exception("observer failed in queue_depth")
 
     def cache_lookup(self, model: str, hits: int, misses: int) -> None:
+        tally = _TALLY.get()
+        if tally is not None:
+            tally.hits += hits
+            tally.misses += misses
         try:
             self.inner.cache_lookup(model, hits, misses)
         except Exception:

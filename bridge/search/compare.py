@@ -22,7 +22,7 @@ from multidict import CIMultiDict
 
 from bridge.config import RuleSettings, Settings
 from bridge.errors import BridgeHTTPError, bad_request
-from bridge.scoring.base import Scorer
+from bridge.scoring.base import CacheTally, Scorer, tally_cache_lookups
 from bridge.search import merge
 from bridge.search.body import parse_answer_off_loop
 from bridge.search.call import skipped_header
@@ -162,6 +162,10 @@ class Comparison:
     scoring_ms: float
     search: dict[str, Any]
     total: Any
+    rule: dict[str, Any] | None = None
+    """The rule the index expression matches, whether or not it applied (:func:`matched_rule`); None: none."""
+    cache: CacheTally | None = None
+    """This search's score-cache lookups (texts found / looked up); None when it did not score."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -170,7 +174,12 @@ class Comparison:
             "plan": self.plan,
             "x_rerank": self.x_rerank,
             "reason": self.reason,
-            "timings": {"engine_ms": round(self.engine_ms, 2), "scoring_ms": round(self.scoring_ms, 2)},
+            "rule": self.rule,
+            "timings": {
+                "engine_ms": round(self.engine_ms, 2),
+                "scoring_ms": round(self.scoring_ms, 2),
+                "cached": None if self.cache is None else {"hits": self.cache.hits, "of": self.cache.hits + self.cache.misses},
+            },
             "search": self.search,
             "total": self.total,
         }
@@ -254,7 +263,16 @@ async def _compare(
         column = engine_column(hits, fields, "\n")[: request.size]
         header = skipped_header(decision.reason)["X-Rerank"]
         return Comparison(
-            column, column, None, header, decision.reason, engine.elapsed_ms, 0.0, shown, _total(response)
+            column,
+            column,
+            None,
+            header,
+            decision.reason,
+            engine.elapsed_ms,
+            0.0,
+            shown,
+            _total(response),
+            rule=matched_rule(settings, request.index),
         )
     # The whole fetched list, unpaged and unfiltered: the page shows ranks 1..size, and where every engine hit
     # of the window went, also below the page.
@@ -267,22 +285,25 @@ async def _compare(
     if response is None:
         return reply
     recording = _Recording(reranker.scorers[plan.model])
-    answer, outcome = await Reranker({plan.model: recording}, reranker.metrics, reranker.limits).apply(
-        full, response
-    )
+    with tally_cache_lookups() as cache:
+        answer, outcome = await Reranker({plan.model: recording}, reranker.metrics, reranker.limits).apply(
+            full, response
+        )
     engine_hits = _hits(response)
     answered = list(answer["hits"]["hits"]) if isinstance(answer, dict) else []
     engine_col, rerank_col = columns(plan, engine_hits, answered, recording.scores if outcome.applied else None)
     return Comparison(
         engine=engine_col[: request.size],
         reranked=rerank_col[: request.size],
-        plan=describe_plan(settings, request.index, plan),
+        plan=describe_plan(settings, request.index, plan, window_hits=outcome.window),
         x_rerank=outcome.header(),
         reason=outcome.reason,
         engine_ms=engine.elapsed_ms,
         scoring_ms=outcome.model_ms,
         search=shown,
         total=_total(response),
+        rule=matched_rule(settings, request.index),
+        cache=cache,
     )
 
 
@@ -362,16 +383,31 @@ def title(hit: Mapping[str, Any], fields: Sequence[str], separator: str) -> str:
     return text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1].rstrip() + "…"
 
 
-def describe_plan(settings: Settings, index: str, plan: Plan) -> dict[str, Any]:
-    """What applied: which rule (by position in ``rules``, or none: ``ext.rerank`` alone), model, combination
-    and its parameters, window, passage fields and the query text the model was given."""
+def matched_rule(settings: Settings, index: str) -> dict[str, Any] | None:
+    """The rule ``index`` matches, applied or not: ``label`` (``rules[<i>]: <patterns>``), ``rule_index`` and
+    the rule's own ``enabled``; None when no rule matches. A skipped search has no plan, and the page still
+    has to say which rule the request (``ext.rerank.enabled: false``) or the rule itself turned off."""
     matched = match_rule(index, settings.rules)
     position = next((i for i, rule in enumerate(settings.rules) if rule is matched), None)
+    if matched is None or position is None:
+        return None
+    return {
+        "label": f"rules[{position}]: {', '.join(matched.indices)}",
+        "rule_index": position,
+        "enabled": matched.enabled,
+    }
+
+
+def describe_plan(settings: Settings, index: str, plan: Plan, window_hits: int | None = None) -> dict[str, Any]:
+    """What applied: which rule (by position in ``rules``, or none: ``ext.rerank`` alone), model, combination
+    and its parameters, window, passage fields and the query text the model was given.
+
+    ``window`` is the configured window; ``window_hits`` the hits it held (what ``X-Rerank``'s ``window=``
+    says), fewer when the engine returned fewer."""
+    matched = matched_rule(settings, index)
+    position = matched["rule_index"] if matched is not None else None
     rule: RuleSettings = plan.rule
-    if position is not None and matched is not None:
-        label = f"rules[{position}]: {', '.join(matched.indices)}"
-    else:
-        label = "no rule: ext.rerank"
+    label = matched["label"] if matched is not None else "no rule: ext.rerank"
     if plan.dialect is not None:
         label += f" (dialect {plan.dialect})"
     combine: dict[str, Any] = {"mode": plan.fusion.name}
@@ -391,6 +427,7 @@ def describe_plan(settings: Settings, index: str, plan: Plan) -> dict[str, Any]:
         "model": plan.model,
         "combine": combine,
         "window": plan.window,
+        "window_hits": plan.window if window_hits is None else window_hits,
         "fields": list(plan.fields),
         "query_text": plan.query_text,
         "timeout_ms": rule.timeout_ms,
@@ -443,5 +480,7 @@ __all__ = [
     "Comparison",
     "compare",
     "compare_request",
+    "describe_plan",
+    "matched_rule",
     "query_body",
 ]

@@ -215,3 +215,21 @@ def test_report_html_shows_the_run(
         f"{len(losses)} of {len(queries)} queries"
     )
     assert browser.execute_script("return typeof window.__pwned") == "undefined"
+
+    # "Order: worst first" is the chart's order (NDCG@10 change, ties in file order); every bar of the chart
+    # links to its query's lists.
+    select(browser, "#filter", "all")
+    select(browser, "#sort", "worst")
+    change = {q: v["modes"][MODES[0]]["ndcg@10"] - v["bm25"]["ndcg@10"] for q, v in report["per_query"].items()}
+    worst_first = sorted(change, key=lambda q: change[q])
+    drawn_order = [q["id"] for q in shown_queries(browser)]
+    assert [round(change[q], 5) for q in drawn_order] == [round(change[q], 5) for q in worst_first]
+    targets = browser.execute_script(
+        """
+        return Array.from(document.querySelectorAll('#chart svg a')).map(a => {
+          const target = document.getElementById((a.getAttribute('href') || '').slice(1));
+          return target && target.matches('article.query') ? target.dataset.queryId : null;
+        });
+        """
+    )
+    assert len(targets) == len(MODES) * len(queries) and sorted(targets) == sorted(list(queries) * len(MODES))

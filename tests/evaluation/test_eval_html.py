@@ -294,6 +294,36 @@ def test_the_pages_ndcg_on_edge_cases_is_the_evaluations_ndcg() -> None:
         assert got[name] == pytest.approx(expected[name]["ndcg@10"], abs=1e-12), name
 
 
+@pytest.mark.skipif(NODE is None, reason="node is not installed: the score digits are checked in the browser test")
+def test_scores_show_the_fewest_decimals_that_tell_neighbours_apart() -> None:
+    """Four decimals unless two neighbouring, different scores would read the same; then more, up to eight.
+    Equal scores (ties) and scores that are not neighbours in any order ask for nothing."""
+    cases = {
+        "plain": [[3.5, 2.25, 1.0]],
+        "close": [[0.50844591, 0.50844562, 0.1]],
+        "ties": [[0.5, 0.5, 0.5]],
+        "far_apart": [[0.123451, 0.9, 0.123452]],
+        "other_order": [[0.123451, 0.9, 0.123452], [0.123451, 0.123452, 0.9]],
+        "beyond": [[0.1, 0.1 + 1e-12]],
+        "gaps": [[None, 0.25, None]],
+    }
+    got = run_node(
+        f"const cases = {json.dumps(cases)};\n"
+        "const out = {};\n"
+        "for (const [name, orders] of Object.entries(cases)) {\n"
+        "  const d = c.decimalsFor(orders);\n"
+        "  out[name] = [d, orders[orders.length - 1].map((v) => c.formatScore(v, d))];\n"
+        "}\n"
+        "console.log(JSON.stringify(out));"
+    )
+    assert got["plain"] == [4, ["3.5000", "2.2500", "1.0000"]]
+    assert got["close"] == [7, ["0.5084459", "0.5084456", "0.1000000"]]
+    assert got["ties"][0] == 4 and got["far_apart"][0] == 4
+    assert got["other_order"] == [6, ["0.123451", "0.123452", "0.900000"]]
+    assert got["beyond"][0] == 8  # the most it shows: closer scores than that read alike
+    assert got["gaps"] == [4, ["\N{EN DASH}", "0.2500", "\N{EN DASH}"]]
+
+
 # ------------------------------------------------------------------ the command, end to end
 
 

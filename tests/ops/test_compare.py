@@ -20,7 +20,7 @@ from aiohttp import web
 
 from bridge.config import Settings
 from bridge.errors import BridgeHTTPError
-from bridge.search.compare import MAX_HITS, TITLE_CHARS, compare_request, query_body, title
+from bridge.search.compare import MAX_HITS, TITLE_CHARS, compare_request, matched_rule, query_body, title
 from bridge.server.compare import CSP, static_text
 from tests.bridge_server import running_bridge
 from tests.indices import create_index, delete_indices, scratch_name
@@ -200,6 +200,51 @@ async def test_the_callers_credentials_reach_the_engine(recorder: tuple[str, Rec
     assert moves == {"2": 2, "0": -1, "1": -1, "3": 0}
     assert [hit["status"] for hit in answer["reranked"]] == ["reranked"] * 3 + ["beyond_window"]
     assert answer["reranked"][0]["model_score"] == 2.0 and answer["reranked"][3]["model_score"] is None
+    assert answer["plan"]["window"] == 3 and answer["plan"]["window_hits"] == 3
+    assert answer["rule"] == {"label": "rules[0]: rr-*", "rule_index": 0, "enabled": True}
+
+
+async def test_the_window_the_model_scored_is_told_apart_from_the_configured_one(
+    recorder: tuple[str, Recorder],
+) -> None:
+    """The engine found fewer hits than the window: ``window`` stays the rule's, ``window_hits`` is what the
+    model scored, the ``window=`` of X-Rerank."""
+    engine, asked = recorder
+    asked.sources = asked.sources[:2]
+    async with (
+        scripted_bridge(engine) as (bridge, http),
+        await post_api(http, bridge, {"index": "rr-docs", "q": "wing shock"}) as response,
+    ):
+        assert response.status == 200, await response.text()
+        answer = await response.json()
+    assert answer["x_rerank"] == "applied; model=words; window=2; combine=replace"
+    assert answer["plan"]["window"] == 3 and answer["plan"]["window_hits"] == 2
+
+
+async def test_a_search_skipped_by_request_still_names_the_rule_it_turned_off(recorder: tuple[str, Recorder]) -> None:
+    engine, _ = recorder
+    off = {"query": {"match": {"title": "wing"}}, "ext": {"rerank": {"enabled": False}}}
+    async with scripted_bridge(engine) as (bridge, http):
+        async with await post_api(http, bridge, {"index": "rr-docs", "body": off}) as response:
+            disabled = await response.json()
+        async with await post_api(http, bridge, {"index": "elsewhere", "q": "wing"}) as response:
+            unruled = await response.json()
+    assert disabled["reason"] == "disabled_by_request" and disabled["plan"] is None
+    assert disabled["rule"] == {"label": "rules[0]: rr-*", "rule_index": 0, "enabled": True}
+    assert unruled["reason"] == "no_rule" and unruled["rule"] is None
+
+
+def test_the_matched_rule_is_the_first_that_covers_the_index_enabled_or_not() -> None:
+    settings = Settings(
+        models={"words": {"source": "unused"}},
+        rules=[
+            {"indices": ["logs-*"], "fields": ["message"], "enabled": False},
+            {"indices": ["logs-*", "docs"], "fields": ["title"]},
+        ],
+    )
+    assert matched_rule(settings, "logs-2026") == {"label": "rules[0]: logs-*", "rule_index": 0, "enabled": False}
+    assert matched_rule(settings, "docs,logs-1") == {"label": "rules[1]: logs-*, docs", "rule_index": 1, "enabled": True}
+    assert matched_rule(settings, "other") is None
 
 
 async def test_json_is_asked_of_the_engine_and_a_200_that_is_no_search_answer_is_a_502(
@@ -378,6 +423,24 @@ async def test_both_columns_are_the_engines_and_the_bridges_own_orders(indices: 
 
 @pytest.mark.engine
 @pytest.mark.slow
+async def test_the_timings_say_how_many_scores_came_from_the_score_cache(indices: str, tiny_model: Path) -> None:
+    settings = engine_settings(indices, tiny_model)
+    settings.models["tiny"] = settings.models["tiny"].model_copy(update={"cache_size": 1000})
+    payload = {"index": INDEX, "q": "shock wave boundary layer"}
+    async with running_bridge(settings) as bridge, aiohttp.ClientSession() as http:
+        seen = []
+        for _ in range(2):
+            async with await post_api(http, bridge, payload) as response:
+                assert response.status == 200, await response.text()
+                answer = await response.json()
+            seen.append(answer["timings"]["cached"])
+        window = answer["plan"]["window_hits"]
+    # First: every passage scored by the model; then the same window again, all from this bridge's cache.
+    assert seen == [{"hits": 0, "of": window}, {"hits": window, "of": window}]
+
+
+@pytest.mark.engine
+@pytest.mark.slow
 async def test_a_search_the_bridge_skips_shows_the_engines_order_twice_and_why(
     indices: str, tiny_model: Path
 ) -> None:
@@ -396,6 +459,8 @@ async def test_a_search_the_bridge_skips_shows_the_engines_order_twice_and_why(
     assert unruled["engine"] == unruled["reranked"]
     assert all(h["move"] == 0 and h["status"] == "engine" for h in unruled["engine"])
     assert disabled["reason"] == "disabled_by_request" and disabled["engine"] == disabled["reranked"]
+    assert disabled["rule"] == {"label": f"rules[0]: {INDEX}", "rule_index": 0, "enabled": True}
+    assert unruled["rule"] is None
 
 
 @pytest.mark.engine

@@ -21,11 +21,39 @@
     while (node.firstChild) node.removeChild(node.firstChild);
   }
 
-  function formatScore(value) {
-    if (value === null || value === undefined || typeof value !== "number" || !isFinite(value)) return "–";
+  var MIN_DECIMALS = 4;
+  var MAX_DECIMALS = 8;
+
+  function isScore(value) {
+    return typeof value === "number" && isFinite(value);
+  }
+
+  /* `decimals` digits after the point (MIN_DECIMALS when not given); exponent form for tiny or huge values,
+   * with as many significant digits. */
+  function formatScore(value, decimals) {
+    if (!isScore(value)) return "–";
+    var digits = decimals || MIN_DECIMALS;
     var magnitude = Math.abs(value);
-    if (magnitude !== 0 && (magnitude < 0.001 || magnitude >= 100000)) return value.toExponential(3);
-    return value.toFixed(4);
+    if (magnitude !== 0 && (magnitude < 0.001 || magnitude >= 100000)) return value.toExponential(digits - 1);
+    return value.toFixed(digits);
+  }
+
+  /* The fewest decimals (MIN_DECIMALS..MAX_DECIMALS) at which every pair of neighbouring, different scores
+   * in `orders` (lists of numbers in display order) also reads differently, so two hits the model told apart
+   * never show the same number; MAX_DECIMALS when even that is not enough. */
+  function decimalsFor(orders) {
+    for (var digits = MIN_DECIMALS; digits < MAX_DECIMALS; digits++) {
+      var clash = orders.some(function (values) {
+        for (var i = 1; i < values.length; i++) {
+          var a = values[i - 1];
+          var b = values[i];
+          if (isScore(a) && isScore(b) && a !== b && formatScore(a, digits) === formatScore(b, digits)) return true;
+        }
+        return false;
+      });
+      if (!clash) return digits;
+    }
+    return MAX_DECIMALS;
   }
 
   /* BEIR qrels.tsv: a header line, then "query-id<TAB>corpus-id<TAB>score" rows (whitespace-separated
@@ -106,8 +134,8 @@
     return node;
   }
 
-  function scoreNode(className, label, value) {
-    var node = el("span", className, formatScore(value));
+  function scoreNode(className, label, value, decimals) {
+    var node = el("span", className, formatScore(value, decimals));
     node.setAttribute("data-label", label);
     if (typeof value === "number") node.setAttribute("data-value", String(value));
     return node;
@@ -115,24 +143,28 @@
 
   /* One hit as an <li>: title, engine score, model score (and final score when the combination differs),
    * rank change, grade when judged. `hit` is the compare API's shape (see bridge/search/compare.py). */
-  function hitNode(hit, judged) {
+  function hitNode(hit, judged, decimals) {
+    var digits = decimals || {};
     var li = el("li", "hit");
     li.setAttribute("data-id", hit._id === null || hit._id === undefined ? "" : String(hit._id));
     li.setAttribute("data-index", hit._index === null || hit._index === undefined ? "" : String(hit._index));
     if (hit.status) li.setAttribute("data-status", hit.status);
     var line = el("div", "line");
-    line.appendChild(el("span", "title", hit.title || hit._id || ""));
+    var text = String(hit.title || hit._id || "");
+    var titleNode = el("span", "title", text);
+    titleNode.setAttribute("title", text); // the whole text, where the clamp to two lines cut it
+    line.appendChild(titleNode);
     li.appendChild(line);
     var scores = el("div", "scores");
-    scores.appendChild(scoreNode("engine-score", "engine", hit.engine_score));
+    scores.appendChild(scoreNode("engine-score", "engine", hit.engine_score, digits.engine_score));
     // The compare API always sends model_score (null past the window); a report hit without the key is from
     // a mode whose run kept no model score, and shows none rather than a dash.
     if (Object.prototype.hasOwnProperty.call(hit, "model_score")) {
-      scores.appendChild(scoreNode("model-score", "model", hit.model_score));
+      scores.appendChild(scoreNode("model-score", "model", hit.model_score, digits.model_score));
     }
     var final = hit.final_score;
     if (typeof final === "number" && final !== hit.model_score && final !== hit.engine_score) {
-      scores.appendChild(scoreNode("final-score", "final", hit.final_score));
+      scores.appendChild(scoreNode("final-score", "final", hit.final_score, digits.final_score));
     }
     var move = moveNode(hit);
     var where = (hit.engine_rank ? "engine #" + hit.engine_rank : "not in the engine's list") + " → " +
@@ -155,8 +187,15 @@
   function renderColumns(engineList, rerankList, engineHits, rerankHits, judged) {
     clear(engineList);
     clear(rerankList);
-    engineHits.forEach(function (hit) { engineList.appendChild(hitNode(hit, judged)); });
-    rerankHits.forEach(function (hit) { rerankList.appendChild(hitNode(hit, judged)); });
+    // One precision per kind of score for both columns, enough for the neighbours in either order to differ.
+    var decimals = {};
+    ["engine_score", "model_score", "final_score"].forEach(function (key) {
+      decimals[key] = decimalsFor([engineHits, rerankHits].map(function (hits) {
+        return hits.map(function (hit) { return hit[key]; });
+      }));
+    });
+    engineHits.forEach(function (hit) { engineList.appendChild(hitNode(hit, judged, decimals)); });
+    rerankHits.forEach(function (hit) { rerankList.appendChild(hitNode(hit, judged, decimals)); });
   }
 
   function ids(hits) {
@@ -218,16 +257,39 @@
         metaItem(meta, "rule", plan.rule);
         metaItem(meta, "model", plan.model);
         metaItem(meta, "mode", mode);
-        metaItem(meta, "window", String(plan.window));
+        metaItem(meta, "window", windowText(plan));
         metaItem(meta, "fields", (plan.fields || []).join(", "));
         metaItem(meta, "query text", plan.query_text);
       } else {
-        metaItem(meta, "rule", "none applied");
+        metaItem(meta, "rule", skippedRuleText(data));
       }
       var timings = data.timings || {};
       metaItem(meta, "engine", formatMs(timings.engine_ms));
-      metaItem(meta, "scoring", formatMs(timings.scoring_ms));
+      metaItem(meta, "scoring", formatMs(timings.scoring_ms) + cachedText(timings.cached));
       metaItem(meta, "X-Rerank", data.x_rerank || "");
+    }
+
+    /* The window the model scored (X-Rerank's window=) and, when the engine returned fewer hits, the
+     * configured one. */
+    function windowText(plan) {
+      var held = typeof plan.window_hits === "number" ? plan.window_hits : plan.window;
+      if (held === plan.window) return String(plan.window);
+      return held + " of " + plan.window + ": the engine returned " + held + (held === 1 ? " hit" : " hits");
+    }
+
+    /* A skipped search: the rule that matched (and what turned it off), or that none did. */
+    function skippedRuleText(data) {
+      var rule = data.rule;
+      if (!rule) return "none matches this index";
+      if (data.reason === "disabled_by_request") return rule.label + " matched; the request turned reranking off";
+      if (data.reason === "rule_disabled" || rule.enabled === false) return rule.label + " matched; the rule is disabled";
+      return rule.label + " matched; not applied (" + data.reason + ")";
+    }
+
+    /* This search's score-cache share, so a fast "scoring" reads as what it is. */
+    function cachedText(cached) {
+      if (!cached || !cached.hits) return "";
+      return " (" + cached.hits + " of " + cached.of + " from the score cache)";
     }
 
     function formatMs(value) {
@@ -241,7 +303,8 @@
       renderMeta(data);
       var reason = document.getElementById("reason");
       if (data.reason) {
-        reason.textContent = "Not reranked (" + data.reason + "): both columns are the engine's order.";
+        var why = data.rule && data.plan === null ? " " + skippedRuleText(data) + ";" : "";
+        reason.textContent = "Not reranked (" + data.reason + "):" + why + " both columns are the engine's order.";
         reason.hidden = false;
       } else {
         reason.textContent = "";
@@ -526,6 +589,8 @@
     renderCompare: renderCompare,
     renderReport: renderReport,
     ndcgAt10: ndcgAt10,
+    decimalsFor: decimalsFor,
+    formatScore: formatScore,
     parseQrels: parseQrels,
   };
   if (typeof module === "object" && module && module.exports) module.exports = api; // node, for the tests
