@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from bridge.errors import BridgeHTTPError, error_response, message_response
 from bridge.ops.access_log import Handler
 from bridge.scoring.base import ReportsEndpoints
+from bridge.server.compare import add_compare_routes
 from bridge.server.state import state_key
 
 PREFIX = "_bridge"
@@ -78,8 +79,6 @@ def add_admin_routes(app: web.Application, wrap: Callable[[Handler], Handler]) -
     for path, handler in _ROUTES.items():
         app.router.add_get(path, wrap(handler))
     if app[state_key].settings.admin.compare:
-        from bridge.server.compare import add_compare_routes
-
         add_compare_routes(app, wrap)
 
 
