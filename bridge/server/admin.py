@@ -52,6 +52,9 @@ async def ready(request: web.Request) -> web.Response:
             checks["upstream"] = False
     ok = all(checks.values())
     models: dict[str, dict[str, object]] = {name: report.as_dict() for name, report in state.precisions().items()}
+    for name, model in state.settings.models.items():
+        if model.remote is None and name in models:  # which runtime computes the precision shown
+            models[name]["backend"] = model.backend
     for name, scorer in state.scorers.items():
         if isinstance(scorer, ReportsEndpoints):  # remote endpoints: shown, never a reason to be unready
             models.setdefault(name, {})["endpoints"] = scorer.endpoint_states()

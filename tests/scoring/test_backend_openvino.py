@@ -407,6 +407,8 @@ async def test_search_through_a_bridge_with_backend_openvino(
         async with running_bridge(settings) as bridge, aiohttp.ClientSession() as http:
             async with http.get(f"{bridge}/_bridge/ready") as response:
                 assert response.status == 200
+                ready = (await response.json())["models"]["minilm"]
+            assert ready["backend"] == "openvino" and ready["precision"] == "float32"
             for query in cranfield:
                 body = {
                     "query": {"multi_match": {"query": query, "fields": ["title", "text"]}},
