@@ -83,8 +83,8 @@ async def one_pass(scorer: Any, windows: list[Window]) -> tuple[list[float], dic
 
 
 def overlap_at_10(ranked: dict[str, list[str]], reference: dict[str, list[str]]) -> float:
-    """Mean share of the reference's top 10 that a ranking's top 10 keeps."""
-    shares = [len(set(ids[:10]) & set(reference[q][:10])) / 10 for q, ids in ranked.items()]
+    """Mean share of the reference's top 10 that a ranking's top 10 keeps (all of a window under 10 is kept)."""
+    shares = [len(set(ids[:10]) & set(reference[q][:10])) / len(reference[q][:10]) for q, ids in ranked.items()]
     return statistics.mean(shares)
 
 

@@ -118,9 +118,7 @@ class InfinityServer:
 
     def start(self) -> str:
         """Start it (the venv must exist: :func:`install_infinity`) and wait until it serves the model."""
-        env = {"RERANK_INFINITY_THREADS": str(self.threads)}
-        if self.api_key is not None:
-            env["RERANK_INFINITY_API_KEY"] = self.api_key
+        env = {"RERANK_INFINITY_THREADS": str(self.threads), **self._key_env()}
         with tempfile.NamedTemporaryFile("r", suffix=".launched") as launched:
             env["RERANK_BRIDGE_LAUNCHED_FILE"] = launched.name
             done = _script("start", *self._args(), env=env, timeout=600)
@@ -131,8 +129,12 @@ class InfinityServer:
             self.launched = self.launched or bool(launched.read().strip())
         return done.stdout.strip()
 
+    def _key_env(self) -> dict[str, str]:
+        """The server's key, for the script's own readiness checks (a keyed server answers 401 without it)."""
+        return {} if self.api_key is None else {"RERANK_INFINITY_API_KEY": self.api_key}
+
     def running(self) -> bool:
-        return _script("status", *self._args(), timeout=60).returncode == 0
+        return _script("status", *self._args(), env=self._key_env(), timeout=60).returncode == 0
 
     def stop(self) -> None:
         """SIGTERM (then SIGKILL) the server this object launched; one found running is left alone."""

@@ -201,8 +201,10 @@ ensure_venv() {
 
 serves_model() {
     # The server on $URL is an infinity that serves $NAME for reranking (GET /models lists each model with
-    # its capabilities); anything else on the port is not ours.
-    curl -fsS -m 5 "$URL/models" 2>/dev/null | "$PYTHON" -c '
+    # its capabilities); anything else on the port is not ours. A server started with the API key wants it on
+    # /models too; curl reads that header from stdin, so the key is on no command line.
+    { [ -z "${RERANK_INFINITY_API_KEY:-}" ] || printf 'Authorization: Bearer %s\n' "$RERANK_INFINITY_API_KEY"; } |
+        curl -fsS -m 5 -H @- "$URL/models" 2>/dev/null | "$PYTHON" -c '
 import json, sys
 try:
     data = json.load(sys.stdin)["data"]
@@ -226,11 +228,12 @@ is_ours() {
 
 launch_server() {
     # In its own session (setsid: a Ctrl-C in the caller's terminal does not reach it), in the background;
-    # setsid and env exec, so $! is the server's own pid. The port lock's fd is not inherited (the cache lock is
-    # released before).
+    # the subshell, setsid and env exec, so $! is the server's own pid. The port lock's fd is not inherited
+    # (the cache lock is released before). The API key goes by environment only: as a `NAME=value` argument of
+    # setsid/env it would show in `ps` for as long as those two run.
     local -a scrub=() name
     for name in $(compgen -e); do
-        case "$name" in INFINITY_* | CUDA_VISIBLE_DEVICES) scrub+=(-u "$name") ;; esac
+        case "$name" in INFINITY_* | CUDA_VISIBLE_DEVICES) scrub+=("$name") ;; esac
     done
     local -a settings=(
         HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 DO_NOT_TRACK=1
@@ -240,16 +243,16 @@ launch_server() {
     if [ -n "${RERANK_INFINITY_THREADS:-}" ]; then
         settings+=("OMP_NUM_THREADS=$RERANK_INFINITY_THREADS" "MKL_NUM_THREADS=$RERANK_INFINITY_THREADS")
     fi
-    if [ -n "${RERANK_INFINITY_API_KEY:-}" ]; then
-        settings+=("INFINITY_API_KEY=$RERANK_INFINITY_API_KEY")
-    fi
     mkdir -p "$RUN_DIR/home"
     rm -f "$PID_FILE"
-    setsid env "${scrub[@]}" "${settings[@]}" "$VENV/bin/infinity_emb" v2 \
-        --model-id "$MODEL" --served-model-name "$NAME" \
-        --engine torch --device cpu --dtype float32 --no-bettertransformer --no-compile \
-        --batch-size "$BATCH_SIZE" --host 127.0.0.1 --port "$PORT" --log-level info \
-        >"$LOG_FILE" 2>&1 </dev/null {RUN_LOCK_FD}>&- &
+    (
+        [ ${#scrub[@]} -eq 0 ] || unset "${scrub[@]}"
+        if [ -n "${RERANK_INFINITY_API_KEY:-}" ]; then export INFINITY_API_KEY="$RERANK_INFINITY_API_KEY"; fi
+        exec setsid env "${settings[@]}" "$VENV/bin/infinity_emb" v2 \
+            --model-id "$MODEL" --served-model-name "$NAME" \
+            --engine torch --device cpu --dtype float32 --no-bettertransformer --no-compile \
+            --batch-size "$BATCH_SIZE" --host 127.0.0.1 --port "$PORT" --log-level info
+    ) >"$LOG_FILE" 2>&1 </dev/null {RUN_LOCK_FD}>&- &
     LAUNCHED_PID=$!
     echo "$LAUNCHED_PID" >"$PID_FILE"
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.redact import hide_url_credentials
+from bridge.redact import hide_url_credentials, hide_url_secrets
 
 
 @pytest.mark.parametrize(
@@ -24,3 +24,8 @@ def test_credentials_in_urls_are_hidden_with_or_without_a_scheme(text: str, show
 @pytest.mark.parametrize("text", ["mail a@b.com", "http://search:9200/idx", "at 12:30 @ noon", "https://***@h"])
 def test_text_without_credentials_is_left_as_it_is(text: str) -> None:
     assert hide_url_credentials(text) == text
+
+
+def test_url_secrets_also_lose_their_query_and_fragment() -> None:
+    text = "bad response: url='http://bob:pw-1@127.0.0.1:7997/rerank?token=t0k3n#f', then https://a.example/x?k=v"
+    assert hide_url_secrets(text) == "bad response: url='http://***@127.0.0.1:7997/rerank', then https://a.example/x"

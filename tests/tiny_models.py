@@ -1,4 +1,5 @@
-"""Tiny random-weight cross-encoders for plumbing tests (nothing can be downloaded here)."""
+"""Tiny random-weight cross-encoders and bi-encoders for plumbing tests (nothing can be downloaded here), and a
+tokenizer wrapper that records what it is given."""
 
 from __future__ import annotations
 
@@ -16,6 +17,36 @@ WORDS = (
 ).split()
 
 
+def _vocabulary(cased: bool) -> list[str]:
+    """WordPiece vocabulary: special tokens, ``WORDS``, single letters (upper case too when ``cased``), digits
+    and punctuation, each character also as a ``##`` continuation, so any test text tokenises without [UNK]."""
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(WORDS))]
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab += [c for c in letters if c not in vocab] + [f"##{c}" for c in letters]
+    if cased:
+        vocab += [c.upper() for c in letters] + [f"##{c.upper()}" for c in letters]
+    vocab += [str(d) for d in range(10)] + [f"##{d}" for d in range(10)] + [".", ",", "?", "!", "-", "'"]
+    if cased:
+        vocab.append(":")
+    return vocab
+
+
+class RecordingTokenizer:
+    """Delegates to a real tokenizer and records the length of every text it is given."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls: list[list[int]] = []
+
+    def __call__(self, texts: Sequence[str], *args: Any, **kw: Any) -> Any:
+        pairs = args[0] if args and isinstance(args[0], list) else []
+        self.calls.append([len(text) for text in [*texts, *pairs]])
+        return self.inner(texts, *args, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 def build_cross_encoder(
     directory: Path,
     *,
@@ -30,10 +61,7 @@ def build_cross_encoder(
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
     directory.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(WORDS))]
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    vocab += [c for c in letters if c not in vocab] + [f"##{c}" for c in letters]
-    vocab += [str(d) for d in range(10)] + [f"##{d}" for d in range(10)] + [".", ",", "?", "!", "-", "'"]
+    vocab = _vocabulary(cased=False)
     # transformers 5 takes the vocabulary as ``vocab`` (a ``vocab_file`` keyword is silently ignored).
     tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
     tokenizer.model_max_length = max_positions
@@ -90,12 +118,8 @@ def build_bi_encoder(
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     directory.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(WORDS))]
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    vocab += [c for c in letters if c not in vocab] + [f"##{c}" for c in letters]
-    vocab += [c.upper() for c in letters] + [f"##{c.upper()}" for c in letters]
-    vocab += [str(d) for d in range(10)] + [f"##{d}" for d in range(10)] + [".", ",", "?", "!", "-", "'", ":"]
     # Case-sensitive vocabulary, so do_lower_case visibly changes the tokens.
+    vocab = _vocabulary(cased=True)
     tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=False)
     tokenizer.model_max_length = max_positions
     config = BertConfig(

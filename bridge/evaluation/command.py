@@ -39,7 +39,7 @@ from bridge.evaluation.indexing import (
     index_body,
 )
 from bridge.evaluation.metrics import METRICS, Evaluation, evaluate, win_tie_loss
-from bridge.evaluation.modes import SYNTAX, Mode, parse_modes
+from bridge.evaluation.modes import SYNTAX, Mode, parse_mode, parse_modes
 from bridge.evaluation.report import plot_ndcg_change, table, write_json
 from bridge.evaluation.runner import (
     QUERY_TYPES,
@@ -466,7 +466,7 @@ async def _warm_up(
             raise RunError(f"warm-up search to {hide_url_credentials(searcher.url)} failed: {answer.error}")
 
 
-REPLACE = Mode("replace", "replace", {"combine": "replace"})
+REPLACE = parse_mode("replace")
 
 
 class BudgetedReference:

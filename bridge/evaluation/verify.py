@@ -100,15 +100,10 @@ class ReferenceScorer:
     ) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from bridge.scoring.preflight import check_source
-
-        found = check_source("reference", source, revision)  # one line, not from_pretrained's retries
-        if found.problem is not None:
-            raise ValueError(f"exactness check: {found.problem}")
         common: dict[str, Any] = {
             "revision": revision,
             "trust_remote_code": trust_remote_code,
-            "local_files_only": found.local_files_only,
+            "local_files_only": _local_files_only(source, revision),
         }
         self.source = source
         self.description = CROSS_ENCODER_REFERENCE
@@ -170,22 +165,18 @@ class BiEncoderReference:
         similarity: str | None = None,
         batch_size: int = 32,
     ) -> None:
+        import torch
         from sentence_transformers import SentenceTransformer
 
-        from bridge.scoring.preflight import check_source
-
-        found = check_source("reference", source, revision)
-        if found.problem is not None:
-            raise ValueError(f"exactness check: {found.problem}")
         self.source = source
         self.model = SentenceTransformer(
             source,
             device="cpu",
             revision=revision,
             trust_remote_code=trust_remote_code,
-            local_files_only=found.local_files_only,
+            local_files_only=_local_files_only(source, revision),
         ).eval()
-        self.model.to(dtype=_float32_dtype())
+        self.model.to(dtype=torch.float32)
         if max_length is not None and (self.model.max_seq_length is None or max_length < self.model.max_seq_length):
             self.model.max_seq_length = max_length
         self.max_length = int(self.model.max_seq_length or 512)
@@ -236,10 +227,15 @@ def bi_encoder_reference_problem() -> str | None:
     return None
 
 
-def _float32_dtype() -> Any:
-    import torch
+def _local_files_only(source: str, revision: str | None) -> bool:
+    """Whether to load ``source`` without the Hub; a source that is not there fails here in one line (not after
+    from_pretrained's retries)."""
+    from bridge.scoring.preflight import check_source
 
-    return torch.float32
+    found = check_source("reference", source, revision)
+    if found.problem is not None:
+        raise ValueError(f"exactness check: {found.problem}")
+    return found.local_files_only
 
 
 def _float32() -> dict[str, Any]:

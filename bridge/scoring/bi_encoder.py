@@ -238,6 +238,11 @@ class BiEncoderModel:
                 self._prefix.check_offsets("max_query_tokens and max_passage_tokens")
         self.prompts = {"query": self.pipeline.query_prompt, "document": self.pipeline.document_prompt}
         self._skip = {role: self._prompt_tokens(prompt) for role, prompt in self.prompts.items()}
+        # A prompt's own tokens, added to a text's token budget (counted once here, not per request).
+        self._prompt_budget = {
+            role: len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"]) if prompt else 0
+            for role, prompt in self.prompts.items()
+        }
 
         self.workers, self.threads, threads = plan_workers(on_cpu, settings.workers, settings.threads)
         for reason in (*self.placement.reasons, similarity_reason):
@@ -422,8 +427,8 @@ class BiEncoderModel:
                 full = [prompt + text for text in texts] if prompt else list(texts)
                 template = self.template
                 room = self.max_length - template.special_tokens
-                if budget is not None and prompt:
-                    budget += len(self._prefix.locked(prompt, add_special_tokens=False)["input_ids"])
+                if budget is not None:
+                    budget += self._prompt_budget[role]
                 items = []
                 for index, ids in enumerate(self._prefix.prefix_ids(full, budgeted(room, budget), should_stop)):
                     input_ids, types = template.build(ids)

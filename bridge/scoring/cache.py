@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import Generic, TypeVar
 
 from bridge.scoring.base import ScoringObserver
 
 CacheKey = tuple[str, bytes, bytes]
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 # Texts beyond this many characters in one call are digested on a thread (hashlib releases the GIL), so a page
 # of huge stored documents does not hold the event loop for a tenth of a second.
@@ -25,12 +28,12 @@ def digest(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
-class ScoreCache:
-    """LRU keyed by (model, query digest, passage digest); ``size`` 0 turns it off."""
+class LRUCache(Generic[K, V]):
+    """A bounded LRU; ``size`` 0 turns it off. Shared by the score cache and the bi-encoder's vector caches."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._entries: OrderedDict[CacheKey, float] = OrderedDict()
+        self._entries: OrderedDict[K, V] = OrderedDict()
 
     @property
     def enabled(self) -> bool:
@@ -39,26 +42,33 @@ class ScoreCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def keys_for(self, model: str, query: str, passages: Sequence[str]) -> list[CacheKey]:
-        query_digest = digest(query)
-        return [(model, query_digest, digest(passage)) for passage in passages]
+    def __contains__(self, key: K) -> bool:
+        return key in self._entries
 
-    def get(self, key: CacheKey) -> float | None:
-        score = self._entries.get(key)
-        if score is not None:
+    def get(self, key: K) -> V | None:
+        value = self._entries.get(key)
+        if value is not None:
             self._entries.move_to_end(key)
-        return score
+        return value
 
-    def put(self, key: CacheKey, score: float) -> None:
+    def put(self, key: K, value: V) -> None:
         if not self.enabled:
             return
-        self._entries[key] = score
+        self._entries[key] = value
         self._entries.move_to_end(key)
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
 
     def clear(self) -> None:
         self._entries.clear()
+
+
+class ScoreCache(LRUCache[CacheKey, float]):
+    """LRU of scores keyed by (model, query digest, passage digest)."""
+
+    def keys_for(self, model: str, query: str, passages: Sequence[str]) -> list[CacheKey]:
+        query_digest = digest(query)
+        return [(model, query_digest, digest(passage)) for passage in passages]
 
 
 async def score_through_cache(

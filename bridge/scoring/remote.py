@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from bridge.redact import hide_url_credentials
+from bridge.redact import hide_url_credentials, hide_url_secrets
 from bridge.scoring.base import GuardedObserver, ScoringError, ScoringObserver
 from bridge.scoring.cache import ScoreCache, score_through_cache
 from bridge.scoring.remote_endpoints import Change, Endpoint, EndpointPool, Outcome
@@ -212,9 +212,8 @@ class RemoteScorer:
         except _CallFailed as exc:
             self._finish(endpoint, probe, exc.outcome, exc.health, started, exc.retry_after)
             raise
-        except (
-            BaseException
-        ) as exc:  # cancelled (the caller gave up: nothing learnt about the endpoint) or a bug
+        # Cancelled (the caller gave up: nothing learnt about the endpoint) or a bug.
+        except BaseException as exc:
             kind = "cancelled" if isinstance(exc, asyncio.CancelledError) else "bad_response"
             self._finish(endpoint, probe, kind, Outcome.CANCELLED, started)
             raise
@@ -283,10 +282,10 @@ class RemoteScorer:
             message = f"{where} did not answer within {seconds:.2f} s"
             raise _CallFailed(message, "timeout", Outcome.FAILED, "elsewhere") from exc
         except aiohttp.ClientConnectionError as exc:
-            message = f"cannot reach {where}: {hide_url_credentials(str(exc))}"
+            message = f"cannot reach {where}: {hide_url_secrets(str(exc))}"
             raise _CallFailed(message, "unreachable", Outcome.FAILED, "yes") from exc
         except (aiohttp.ClientError, ValueError) as exc:
-            message = f"bad response from {where}: {hide_url_credentials(str(exc))}"
+            message = f"bad response from {where}: {hide_url_secrets(str(exc))}"
             raise _CallFailed(message, "bad_response", Outcome.FAILED, "elsewhere") from exc
         try:
             return self.protocol.scores(data, len(texts))

@@ -15,22 +15,18 @@ embedding. Query encodings are dropped with their request, as cross-encoder pair
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
-from bridge.scoring.base import GuardedObserver, ScoringError, ScoringObserver
-from bridge.scoring.batcher import Batcher, BatcherStats
+from bridge.scoring.base import ScoringError, ScoringObserver
+from bridge.scoring.batcher import Batcher
 from bridge.scoring.bi_encoder import BiEncoderModel, similarities
 from bridge.scoring.cache import DIGEST_OFF_LOOP_CHARS, digest
-from bridge.scoring.precision import PrecisionReport
+from bridge.scoring.in_process import InProcessScorer
 from bridge.scoring.settings import ModelSettings
 from bridge.scoring.vector_cache import PassageKey, QueryKey, VectorCache, query_cache_size
-
-log = logging.getLogger(__name__)
 
 _WARMUP_QUERY = "how does warm-up work"
 _WARMUP_PASSAGES = (
@@ -45,61 +41,34 @@ def _only(old: object, new: object) -> object:
     return new
 
 
-class BiEncoderScorer:
+class BiEncoderScorer(InProcessScorer[BiEncoderModel, np.ndarray]):
     """A sentence-transformers embedding model in this process, behind the :class:`~bridge.scoring.base.Scorer`
     interface."""
 
     def __init__(self, name: str, settings: ModelSettings, observer: ScoringObserver | None = None) -> None:
         if settings.kind != "bi-encoder":
             raise ValueError(f"model {name!r} is a {settings.kind}; use LocalScorer (or build_scorer)")
-        self.name = name
-        self.settings = settings
-        self._observer: ScoringObserver = GuardedObserver(observer)
+        super().__init__(name, settings, observer)
         self._passages: VectorCache[PassageKey] = VectorCache(settings.cache_size)
         self._queries: VectorCache[QueryKey] = VectorCache(query_cache_size(settings.cache_size))
-        self.model: BiEncoderModel | None = None
-        self._batcher: Batcher[np.ndarray] | None = None
         self._inflight: dict[PassageKey, asyncio.Future[np.ndarray]] = {}
         self._fills: set[asyncio.Task[None]] = set()
         self.similarity = "dot"
 
-    async def start(self) -> None:
-        """Load the model off the event loop, start the workers, and warm up through the real path."""
-        if self._batcher is not None:
-            return
-        started = time.perf_counter()
-        self.model = await asyncio.to_thread(BiEncoderModel, self.name, self.settings)
-        self.similarity = self.model.similarity
-        self._batcher = Batcher(
-            self.name,
-            self.model,
-            workers=self.model.workers,
-            max_wait_ms=self.settings.max_wait_ms,
-            max_queue_pairs=self.settings.max_queue_pairs,
-            observer=self._observer,
-            initial=None,
-            merge=_only,
+    def _load(self) -> BiEncoderModel:
+        model = BiEncoderModel(self.name, self.settings)
+        self.similarity = model.similarity
+        return model
+
+    def _batcher_options(self) -> dict[str, Any]:
+        return {"initial": None, "merge": _only}
+
+    async def _warm_up(self, batcher: Batcher[np.ndarray]) -> None:
+        # Straight to the batcher: warm-up texts must not occupy the caches.
+        await asyncio.gather(
+            batcher.submit("query", [_WARMUP_QUERY]),
+            batcher.submit("document", list(_WARMUP_PASSAGES)),
         )
-        self._batcher.start()
-        await asyncio.to_thread(self._batcher.wait_ready)
-        if self.settings.warmup:
-            # Straight to the batcher: warm-up texts must not occupy the caches.
-            await asyncio.gather(
-                self._batcher.submit("query", [_WARMUP_QUERY]),
-                self._batcher.submit("document", list(_WARMUP_PASSAGES)),
-            )
-        log.info("scorer %s: ready in %.1f s", self.name, time.perf_counter() - started)
-
-    @property
-    def precision(self) -> PrecisionReport | None:
-        """The precision the model runs in and its start-up check (None until started)."""
-        return None if self.model is None else self.model.precision
-
-    @property
-    def stats(self) -> BatcherStats:
-        if self._batcher is None:
-            raise ScoringError(f"scorer {self.name} is not started")
-        return self._batcher.stats
 
     @property
     def cached(self) -> tuple[int, int]:
@@ -125,9 +94,7 @@ class BiEncoderScorer:
         self, query: str, passages: Sequence[str], keys: Sequence[str | None] | None = None
     ) -> list[float]:
         """Similarity of the query's vector to each passage's; ``keys[i]`` identifies passage i's document."""
-        batcher = self._batcher
-        if batcher is None:
-            raise ScoringError(f"scorer {self.name} is not started")
+        batcher = self._started()
         if keys is not None and len(keys) != len(passages):
             raise ValueError(f"{len(keys)} keys for {len(passages)} passages")
         if not passages:
@@ -211,13 +178,7 @@ class BiEncoderScorer:
             if not future.done():
                 future.set_result(vector)
 
-    async def close(self) -> None:
-        if self._batcher is not None:
-            await self._batcher.close()  # fails what still waits, so the fills end
-            self._batcher = None
+    async def _drain(self) -> None:
+        # The closed batcher failed what still waited, so the fills end.
         if self._fills:
             await asyncio.gather(*list(self._fills), return_exceptions=True)
-        if self.model is not None:
-            self.model.close()
-            self.model = None
-        self.clear_cache()

@@ -10,11 +10,12 @@ Used from the event loop only, so no lock.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Hashable
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 import numpy as np
+
+from bridge.scoring.cache import LRUCache
 
 K = TypeVar("K", bound=Hashable)
 
@@ -26,39 +27,8 @@ QueryKey = tuple[str, bytes]
 QUERY_CACHE_DIVISOR = 8
 
 
-class VectorCache(Generic[K]):
+class VectorCache(LRUCache[K, np.ndarray]):
     """LRU of float32 vectors; ``size`` 0 turns it off."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._entries: OrderedDict[K, np.ndarray] = OrderedDict()
-
-    @property
-    def enabled(self) -> bool:
-        return self.size > 0
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __contains__(self, key: K) -> bool:
-        return key in self._entries
-
-    def get(self, key: K) -> np.ndarray | None:
-        vector = self._entries.get(key)
-        if vector is not None:
-            self._entries.move_to_end(key)
-        return vector
-
-    def put(self, key: K, vector: np.ndarray) -> None:
-        if not self.enabled:
-            return
-        self._entries[key] = vector
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
-
-    def clear(self) -> None:
-        self._entries.clear()
 
     @property
     def nbytes(self) -> int:

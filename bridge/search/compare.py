@@ -24,11 +24,11 @@ from bridge.config import RuleSettings, Settings
 from bridge.errors import BridgeHTTPError, bad_request
 from bridge.scoring.base import CacheTally, Scorer, tally_cache_lookups
 from bridge.search import merge
-from bridge.search.body import parse_answer_off_loop
+from bridge.search.apis.search import search_answer
 from bridge.search.call import skipped_header
 from bridge.search.endpoints import SearchAPI, classify
 from bridge.search.engine import Deadline, Engine, EngineClient, EngineReply
-from bridge.search.json_codec import JSONRefused, dump_json
+from bridge.search.json_codec import dump_json
 from bridge.search.passages import passage_text
 from bridge.search.plan import Plan, Skip, plan_search
 from bridge.search.request import QueryString
@@ -438,13 +438,10 @@ async def _search_answer(reply: EngineReply) -> dict[str, Any] | None:
     """The engine's search answer; None for its refusal (answered as it is); a 502 for a 200 that is none."""
     if reply.status != 200:
         return None
-    try:
-        value = await parse_answer_off_loop(reply.body)
-    except JSONRefused:
-        value = None
-    if isinstance(value, dict) and isinstance(value.get("hits"), dict):
-        return value
-    raise BridgeHTTPError(502, "bridge_exception", "the engine's answer to the search is not a search response")
+    value = await search_answer(reply)
+    if value is None:
+        raise BridgeHTTPError(502, "bridge_exception", "the engine's answer to the search is not a search response")
+    return value
 
 
 def _rule_fields(settings: Settings, index: str) -> tuple[str, ...]:

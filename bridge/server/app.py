@@ -100,7 +100,4 @@ async def _start(app: web.Application) -> None:
 
 
 async def _close(app: web.Application) -> None:
-    state = app[state_key]
-    # Background async searches first: they may still be using the scorers and the upstream pool.
-    await state.interceptor.close()
-    await state.close()
+    await app[state_key].close()

@@ -48,7 +48,7 @@ def static_text(name: str) -> str:
     return resources.files("bridge.server").joinpath("static", "compare", name).read_text(encoding="utf-8")
 
 
-def _file_response(request: web.Request, name: str) -> web.Response:
+def _file_response(name: str) -> web.Response:
     response = web.Response(body=static_text(name).encode("utf-8"), content_type=_TYPES[name], charset="utf-8")
     response.headers.update(_SECURITY_HEADERS)
     return response
@@ -70,7 +70,7 @@ def _only(request: web.Request, allowed: tuple[str, ...]) -> web.Response | None
 
 async def page(request: web.Request) -> web.Response:
     refused = _only(request, ("GET", "HEAD"))
-    return refused or _file_response(request, "index.html")
+    return refused or _file_response("index.html")
 
 
 async def static(request: web.Request) -> web.Response:
@@ -82,7 +82,7 @@ async def static(request: web.Request) -> web.Response:
         return error_response(
             404, "resource_not_found_exception", f"no handler found for uri [{request.path}] and method [GET]"
         )
-    return _file_response(request, name)
+    return _file_response(name)
 
 
 async def api(request: web.Request) -> web.StreamResponse:

@@ -68,6 +68,9 @@ class BridgeState:
         return reports
 
     async def close(self) -> None:
+        """Background async searches first (they may still be using the scorers and the upstream pool), then the
+        scorers, then the engine's connections."""
+        await self.interceptor.close()
         if self.scorers:
             from bridge.scoring.registry import close_scorers
 

@@ -23,7 +23,7 @@ import pytest
 
 from bridge.config import Settings
 from tests.bridge_server import running_bridge
-from tests.indices import delete_indices, scratch_name
+from tests.indices import create_index, delete_indices, scratch_name
 
 pytestmark = pytest.mark.engine
 
@@ -39,12 +39,7 @@ MODEL_ID = "aBcD-ml-commons-model-id"
 RERANK_PROCESSOR = {
     "rerank": {"ml_opensearch": {"model_id": MODEL_ID}, "context": {"document_fields": ["text"]}}
 }
-MAPPING = {
-    "settings": {"number_of_shards": 1, "number_of_replicas": 0},
-    "mappings": {
-        "properties": {"title": {"type": "text"}, "text": {"type": "text"}, "kind": {"type": "keyword"}}
-    },
-}
+MAPPING = {"properties": {"title": {"type": "text"}, "text": {"type": "text"}, "kind": {"type": "keyword"}}}
 
 
 def fixture(name: str) -> Any:
@@ -63,20 +58,6 @@ def documents(count: int, seed: int) -> list[dict[str, Any]]:
         }
         for _ in range(count)
     ]
-
-
-async def create_index(http: aiohttp.ClientSession, url: str, name: str, docs: list[dict[str, Any]]) -> None:
-    async with http.put(f"{url}/{name}", json=MAPPING) as response:
-        assert response.status == 200, await response.text()
-    lines = []
-    for i, doc in enumerate(docs):
-        lines += [json.dumps({"index": {"_index": name, "_id": str(i)}}), json.dumps(doc)]
-    async with http.post(
-        f"{url}/_bulk?refresh=true",
-        data="\n".join(lines) + "\n",
-        headers={"Content-Type": "application/x-ndjson"},
-    ) as response:
-        assert response.status == 200 and not (await response.json())["errors"]
 
 
 async def post(
@@ -123,8 +104,8 @@ def tiny_settings(url: str, tiny_model: Path, **extra: Any) -> Settings:
 @pytest.fixture(scope="module")
 async def os_indices(opensearch_url: str) -> AsyncIterator[str]:
     async with aiohttp.ClientSession() as http:
-        await create_index(http, opensearch_url, RULED, documents(60, 1))
-        await create_index(http, opensearch_url, PLAIN, documents(40, 2))
+        await create_index(http, opensearch_url, RULED, documents(60, 1), MAPPING)
+        await create_index(http, opensearch_url, PLAIN, documents(40, 2), MAPPING)
         try:
             yield opensearch_url
         finally:
@@ -154,17 +135,21 @@ async def os_processor_types(http: aiohttp.ClientSession, engine: str) -> set[st
     return kinds
 
 
+def naming_the_pipeline(target: str, where: str, body: dict[str, Any]) -> str:
+    """``target``, with the bridge's ``rerank-only`` pipeline named in the URL or (in place) in ``body``."""
+    if where == "url":
+        return target + "?search_pipeline=rerank-only"
+    body["search_pipeline"] = "rerank-only"
+    return target
+
+
 @pytest.mark.parametrize("where", ["url", "body"])
 async def test_opensearch_named_pipeline_with_query_context(
     os_bridge: str, os_indices: str, where: str
 ) -> None:
     request = fixture("opensearch_rerank_query_context.json")
     body = {"query": MATCH, "size": 5, "ext": request["ext"]}
-    target = f"{os_bridge}/{PLAIN}/_search"
-    if where == "url":
-        target += "?search_pipeline=rerank-only"
-    else:
-        body["search_pipeline"] = "rerank-only"
+    target = naming_the_pipeline(f"{os_bridge}/{PLAIN}/_search", where, body)
     async with aiohttp.ClientSession() as http:
         top = await engine_top(http, os_indices, PLAIN, 20)
         status, answer, headers = await post(http, target, body)
@@ -179,11 +164,7 @@ async def test_opensearch_named_pipeline_alone_asks_for_reranking(
 ) -> None:
     """No ``rerank`` anywhere in the request: naming the pipeline is enough (the interceptor's pre-check)."""
     body: dict[str, Any] = {"query": MATCH, "size": 5}
-    target = f"{os_bridge}/{PLAIN}/_search"
-    if where == "url":
-        target += "?search_pipeline=rerank-only"
-    else:
-        body["search_pipeline"] = "rerank-only"
+    target = naming_the_pipeline(f"{os_bridge}/{PLAIN}/_search", where, body)
     async with aiohttp.ClientSession() as http:
         top = await engine_top(http, os_indices, PLAIN, 20)
         status, answer, headers = await post(http, target, body)
@@ -353,7 +334,7 @@ def es_engine(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
 async def es_bridge(es_engine: tuple[str, str], tiny_model: Path) -> AsyncIterator[tuple[str, str, str]]:
     version, engine = es_engine
     async with aiohttp.ClientSession() as http:
-        await create_index(http, engine, PLAIN, documents(40, 3))
+        await create_index(http, engine, PLAIN, documents(40, 3), MAPPING)
         try:
             async with running_bridge(tiny_settings(engine, tiny_model)) as url:
                 yield version, engine, url

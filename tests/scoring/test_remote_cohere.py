@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from bridge.scoring import ScoringError
 from bridge.scoring.remote import RemoteScorer
@@ -189,3 +190,27 @@ async def test_cancelled_call_leaves_the_scorer_usable(server: Cohere, make: Any
     assert len(await scorer.score("q", ["a"])) == 1
     assert all(endpoint.in_flight == 0 for endpoint in scorer.pool.endpoints)
     assert scorer.pool.endpoints[0].up, "a cancelled request says nothing against the endpoint"
+
+
+async def test_a_token_in_the_endpoints_query_string_reaches_no_error_or_log(
+    make: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp quotes the whole request URL in its errors (here: a redirect loop); the query is cut from them."""
+
+    async def loop(request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect(str(request.url))  # keeps the POST: a loop
+
+    app = web.Application()
+    app.router.add_post("/rerank", loop)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        scorer = await make([f"http://127.0.0.1:{port}/rerank?token=t0k3n-s3cret"])
+        with pytest.raises(ScoringError) as error:
+            await scorer.score("q", ["a passage"])
+    finally:
+        await runner.cleanup()
+    assert "redirect" in str(error.value).lower() or "bad response" in str(error.value)
+    assert "t0k3n" not in str(error.value) and "t0k3n" not in caplog.text

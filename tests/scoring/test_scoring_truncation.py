@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from bridge.scoring.encoder import PIECE_CHARS, PairEncoder, Stopped
 from bridge.scoring.model import CrossEncoderModel
 from bridge.scoring.settings import ModelSettings
 from bridge.scoring.truncation import GROWTH, cut_text, first_guess, longest_first, next_guess, sanitize
+from tests.tiny_models import RecordingTokenizer
 
 MIB = 1 << 20
 WORDS = "berlin population people live museums city the of and paris weather , inhabitants . x".split()
@@ -28,22 +28,6 @@ def hf_pair(tokenizer: Any, query: str, passage: str, max_length: int) -> tuple[
     """What sentence-transformers' CrossEncoder gives the model: batch form, ``truncation=True``."""
     out = tokenizer([query], [passage], truncation="longest_first", max_length=max_length)
     return out["input_ids"][0], out["token_type_ids"][0]
-
-
-class RecordingTokenizer:
-    """Delegates to a real tokenizer and records the length of every text it is given."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.calls: list[list[int]] = []
-
-    def __call__(self, texts: Sequence[str], *args: Any, **kw: Any) -> Any:
-        pairs = args[0] if args and isinstance(args[0], list) else []
-        self.calls.append([len(text) for text in [*texts, *pairs]])
-        return self.inner(texts, *args, **kw)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from bridge.scoring.encoder import PairEncoder, budgeted
 from bridge.scoring.model import CrossEncoderModel
 from bridge.scoring.settings import ModelSettings
 from bridge.scoring.truncation import first_guess
-from tests.tiny_models import build_bi_encoder
+from tests.tiny_models import RecordingTokenizer, build_bi_encoder
 
 MIB = 1 << 20
 WORDS = "berlin population people live museums city the of and paris weather , inhabitants . x".split()
@@ -61,22 +61,6 @@ def hf_budgeted_pair(
     backend.enable_truncation(max_length, strategy="longest_first", direction=direction)
     out = backend.post_process(first, second, add_special_tokens=True)
     return out.ids, out.type_ids
-
-
-class RecordingTokenizer:
-    """Delegates to a real tokenizer and records the length of every text it is given."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.calls: list[list[int]] = []
-
-    def __call__(self, texts: Sequence[str], *args: Any, **kw: Any) -> Any:
-        pairs = args[0] if args and isinstance(args[0], list) else []
-        self.calls.append([len(text) for text in [*texts, *pairs]])
-        return self.inner(texts, *args, **kw)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 def cross_encoder(source: Path, **budgets: Any) -> CrossEncoderModel:

@@ -2,8 +2,8 @@
 
 The real script runs end to end; only the server in its cached venv is a fake: ``bin/infinity_emb`` is a small
 Python HTTP server that answers ``GET /models`` like infinity (the model by its served name, with the rerank
-capability) and writes down the arguments and environment it was started with, or dies at once like a
-server that cannot load its model. The real infinity is tested in ``tests/scoring/test_remote_infinity.py``.
+capability; only with the Bearer token when started with an API key) and writes down the arguments and
+environment it was started with, or dies at once like a server that cannot load its model. The real infinity is tested in ``tests/scoring/test_remote_infinity.py``.
 """
 
 from __future__ import annotations
@@ -47,7 +47,10 @@ time.sleep(float(os.environ.get("FAKE_INFINITY_DELAY", "0")))
 
 class Handler(JsonHandler):
     def do_GET(self):
-        if self.path != "/models":
+        key = os.environ.get("INFINITY_API_KEY")
+        if key and self.headers.get("Authorization") != f"Bearer {key}":
+            self.reply(401, {"detail": "Unauthorized"})  # as infinity answers every route without the key
+        elif self.path != "/models":
             self.reply(404, {"detail": "Not Found"})
         else:
             self.reply(200, {"data": [{"id": option("--served-model-name"), "capabilities": ["rerank"]}]})
@@ -135,6 +138,10 @@ def test_the_server_runs_offline_on_loopback_with_only_the_scripts_settings(fake
         RERANK_INFINITY_THREADS="3",
     )
     assert done.returncode == 0, done.stderr
+    assert fake.run("status", RERANK_INFINITY_API_KEY="s3cret-key").returncode == 0, (
+        "status asks with the key"
+    )
+    assert fake.run("status").returncode == 3, "the server wants the key"
     launch = fake.launch()
     argv, env = launch["argv"], launch["env"]
     assert isinstance(argv, list) and isinstance(env, dict)
@@ -150,6 +157,31 @@ def test_the_server_runs_offline_on_loopback_with_only_the_scripts_settings(fake
     assert env["INFINITY_API_KEY"] == "s3cret-key", "the key by environment ..."
     assert not any("s3cret-key" in arg for arg in argv), "... never on the command line"
     assert "INFINITY_PORT" not in env, "the caller's INFINITY_* variables do not reach the server"
+
+
+def test_the_api_key_is_on_no_command_line_on_the_way_to_the_server(fake: Env, tmp_path: Path) -> None:
+    """``setsid`` and ``env`` run before the server does, and ``ps`` shows their arguments too: wrappers on PATH
+    write down what each was given, then exec the real one (the same pid, as the script expects)."""
+    wrappers = tmp_path / "wrappers"
+    wrappers.mkdir()
+    for tool in ("setsid", "env"):
+        real = shutil.which(tool)
+        assert real is not None
+        wrapper = wrappers / tool
+        wrapper.write_text(
+            f'#!/bin/sh\nprintf "%s\\n" "{tool} $*" >>"{tmp_path}/argv.log"\nexec {real} "$@"\n'
+        )
+        wrapper.chmod(0o755)
+    done = fake.run(
+        "start", PATH=f"{wrappers}:{fake.env['PATH']}", INFINITY_API_KEY="from-the-callers-shell",
+        RERANK_INFINITY_API_KEY="s3cret-key",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert fake.launch()["env"]["INFINITY_API_KEY"] == "s3cret-key"  # type: ignore[index]
+    calls = (tmp_path / "argv.log").read_text()
+    assert "setsid " in calls and "infinity_emb v2" in calls, calls
+    assert "s3cret-key" not in calls and "from-the-callers-shell" not in calls
+    assert "s3cret-key" not in done.stderr + done.stdout
 
 
 @pytest.mark.parametrize(("command", "signal"), [("stop", "SIGTERM"), ("kill", "SIGKILL")])

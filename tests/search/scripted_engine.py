@@ -148,6 +148,18 @@ async def intercepting(
     """An HTTP client to a bridge front whose searches go through the real interceptor onto ``engine``."""
     settings = settings or ruled_settings()
     interceptor = SearchInterceptor(settings, engine, {"words": scorer or WordScorer()}, Metrics())
+    try:
+        async with front(interceptor, engine, settings) as client:
+            yield client
+    finally:
+        await interceptor.close()
+
+
+@asynccontextmanager
+async def front(
+    interceptor: SearchInterceptor, engine: ScriptedEngine, settings: Settings
+) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    """An HTTP client to a bridge front: what ``interceptor`` answers, else ``engine``'s relay (as the server)."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
         endpoint = classify(request.method, request.raw_path)

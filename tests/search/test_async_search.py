@@ -26,8 +26,8 @@ from tests.search.scripted_engine import (
     Asked,
     ScriptedEngine,
     WordScorer,
-    _EncodedBodies,
     engine_error,
+    front,
     hits_answer,
     reply,
     ruled_settings,
@@ -72,19 +72,8 @@ async def bridge(
     """As ``scripted_engine.intercepting``, also handing out the interceptor (its store) and closing it after."""
     settings = settings or ruled_settings()
     interceptor = SearchInterceptor(settings, engine, {"words": WordScorer()}, Metrics())
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        endpoint = classify(request.method, request.raw_path)
-        try:
-            answer = await interceptor.handle(request, endpoint) if endpoint is not None else None
-        except BridgeHTTPError as error:
-            return error.to_response()
-        return answer if answer is not None else await engine.relay(request)
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
     try:
-        async with TestClient(_EncodedBodies(app)) as client:
+        async with front(interceptor, engine, settings) as client:
             yield client, interceptor
     finally:
         await interceptor.close()

@@ -233,6 +233,7 @@ def test_an_unknown_inference_id_is_elastics_404() -> None:
         ({"field": None}, "[text_similarity_reranker] failed to parse field [field]"),
         ({"rank_window_size": "many"}, "[text_similarity_reranker] failed to parse field [rank_window_size]"),
         ({"min_score": math.inf}, "[text_similarity_reranker] failed to parse field [min_score]"),
+        ({"min_score": 10**400}, "[text_similarity_reranker] failed to parse field [min_score]"),
     ],
 )
 def test_parse_errors_are_elastics_x_content_parse_exception(

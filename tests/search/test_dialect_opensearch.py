@@ -85,6 +85,7 @@ def test_query_text_path_finds_a_short_form_match_as_its_long_form() -> None:
     assert resolve_query_text_path({"q": {"term": {"k": "v"}}}, "q.term.k.value") == "v"
     assert resolve_query_text_path({"a": ["x", "y"]}, "a.1") == "y"
     assert resolve_query_text_path({"a": ["x"]}, "a.5") is None
+    assert resolve_query_text_path({"a": ["x"]}, "a.²") is None  # a digit, but no list position
 
 
 @pytest.mark.parametrize(

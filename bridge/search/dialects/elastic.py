@@ -259,9 +259,14 @@ def _integer(spec: Mapping[str, Any], key: str) -> int:
 
 def _number(spec: Mapping[str, Any], key: str) -> float:
     value = spec[key]
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    if isinstance(value, str):
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer past float's range: JSON allows it, a float field cannot hold it
+            number = math.inf
+        if math.isfinite(number):
+            return number
+    elif isinstance(value, str):
         try:
             number = float(value)
         except ValueError:

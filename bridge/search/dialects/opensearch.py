@@ -169,7 +169,7 @@ def resolve_query_text_path(document: Any, path: str) -> Any:
                 return None
             current = current[key]
         elif isinstance(current, list):
-            if not key.isdigit() or int(key) >= len(current):
+            if not key.isdecimal() or int(key) >= len(current):  # isdigit() holds for "²", which int() refuses
                 return None
             current = current[int(key)]
         elif isinstance(current, str) and position == len(keys) - 1 and key in _SHORT_FORM_LEAVES:
